@@ -1,0 +1,191 @@
+"""The on-disk cache: one directory, content-addressed entries, atomic writes, checksums.
+
+Every entry is a payload file plus a JSON sidecar ``<payload>.json`` holding the payload's
+size and sha256. The sidecar is written last, so an entry without a matching sidecar is
+partial (a killed write) and is recomputed; a payload whose checksum no longer matches is
+corrupt, reported once with a warning, and recomputed. Writes go to a temporary file in
+the same directory and are renamed into place, so no reader ever sees half a file.
+
+Cache directory: ``--cache-dir`` / config ``cache_dir``, else ``$PCRB_CACHE_DIR``, else
+``$XDG_CACHE_HOME/pcrb`` (``~/.cache/pcrb``).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CorruptCacheError",
+    "atomic_write",
+    "cached_arrays",
+    "default_cache_dir",
+    "entry_path",
+    "file_sha256",
+    "load_arrays",
+    "resolve_cache_dir",
+    "save_arrays",
+]
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class CorruptCacheError(RuntimeError):
+    """A cache entry whose payload is missing, partial or fails its checksum."""
+
+
+def default_cache_dir() -> Path:
+    """``$PCRB_CACHE_DIR``, else ``$XDG_CACHE_HOME/pcrb``, else ``~/.cache/pcrb`` (not created)."""
+    env = os.environ.get("PCRB_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "pcrb"
+
+
+def resolve_cache_dir(value: str | os.PathLike[str] | None = None) -> Path:
+    """The cache directory for ``value`` (None = the default), created if missing."""
+    path = Path(value).expanduser() if value else default_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(
+            f"cannot create the cache directory '{path}': {err.strerror}. "
+            "Choose a writable one with --cache-dir or PCRB_CACHE_DIR"
+        ) from err
+    return path
+
+
+def entry_path(cache_dir: str | os.PathLike[str], kind: str, key: str, suffix: str) -> Path:
+    """``<cache_dir>/<kind>/<key><suffix>``; ``kind`` and ``key`` must be plain names (no paths)."""
+    for part in (kind, key):
+        if not _SAFE_KEY.match(part) or ".." in part:
+            raise ValueError(f"unsafe cache name {part!r}: use letters, digits, '.', '_' and '-' only")
+    return Path(cache_dir) / kind / f"{key}{suffix}"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def save_arrays(
+    path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``arrays`` as an uncompressed ``.npz`` at ``path`` plus its checksummed sidecar."""
+    path = Path(path)
+    sidecar = _sidecar(path)
+    if sidecar.exists():  # invalidate first: a crash between the two renames leaves no stale pair
+        sidecar.unlink()
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+    record = {
+        "size": path.stat().st_size,
+        "sha256": file_sha256(path),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "meta": dict(meta or {}),
+    }
+    with atomic_write(sidecar) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+    return path
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The sidecar record of a cache entry; ``CorruptCacheError`` when missing or unreadable."""
+    sidecar = _sidecar(Path(path))
+    try:
+        record = json.loads(sidecar.read_text())
+        int(record["size"]), str(record["sha256"])
+    except FileNotFoundError as err:
+        raise CorruptCacheError(f"cache entry {path} has no sidecar (an interrupted write)") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptCacheError(f"cache sidecar {sidecar} is unreadable: {err}") from err
+    return record
+
+
+def load_arrays(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, np.ndarray]:
+    """Read an entry written by ``save_arrays``.
+
+    Raises ``FileNotFoundError`` when there is no entry and ``CorruptCacheError`` when it is
+    partial or its size/checksum does not match the sidecar.
+    """
+    path = Path(path)
+    if not path.exists():
+        if _sidecar(path).exists():
+            raise CorruptCacheError(f"cache entry {path} is missing its payload")
+        raise FileNotFoundError(path)
+    record = read_sidecar(path)
+    if verify:
+        size = path.stat().st_size
+        if size != int(record["size"]):
+            raise CorruptCacheError(f"cache entry {path} has {size} bytes, expected {record['size']}")
+        if file_sha256(path) != record["sha256"]:
+            raise CorruptCacheError(f"cache entry {path} fails its sha256 checksum")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as err:  # noqa: BLE001 - any decode failure means a corrupt file
+        raise CorruptCacheError(f"cache entry {path} cannot be decoded: {err}") from err
+
+
+def cached_arrays(
+    path: str | os.PathLike[str],
+    compute: Callable[[], Mapping[str, np.ndarray]],
+    meta: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Load the entry at ``path``, or compute, save and return it.
+
+    Returns ``(arrays, hit)``. A corrupt or partial entry is reported with one warning and
+    recomputed; finished entries are never recomputed.
+    """
+    path = Path(path)
+    try:
+        return load_arrays(path), True
+    except FileNotFoundError:
+        pass
+    except CorruptCacheError as err:
+        warnings.warn(f"{err}; recomputing it", RuntimeWarning, stacklevel=2)
+    arrays = {k: np.asarray(v) for k, v in compute().items()}
+    save_arrays(path, arrays, meta)
+    return arrays, False
