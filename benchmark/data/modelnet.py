@@ -255,9 +255,9 @@ def _parse_text(path: Path, nrows: int | None, use_normals: bool) -> np.ndarray:
     except FileNotFoundError as err:
         raise DatasetError(f"missing point file {path}, listed in the split list; restore it or re-download") from err
     except Exception as err:  # noqa: BLE001 - any parse failure is a malformed file
+        reason = (str(err).splitlines() or [type(err).__name__])[0].split(";")[0].rstrip(". ")
         raise DatasetError(
-            f"cannot parse {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}. "
-            "Expected comma-separated numeric lines x,y,z,nx,ny,nz"
+            f"cannot parse {path}: {reason}. Expected comma-separated numeric lines x,y,z,nx,ny,nz"
         ) from err
     if arr.ndim != 2 or arr.shape[1] not in (3, 6) or len(arr) == 0:
         raise DatasetError(

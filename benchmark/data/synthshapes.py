@@ -308,8 +308,10 @@ def _stool(g: np.random.Generator, m: int) -> list[Part]:
     U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
     r, h = U(0.2, 0.32), U(0.5, 0.8)
     spread = r * U(0.6, 0.8)
+    square = g.random(m) < 0.35
     return [
-        cyl(m, (0, h, 0), r, U(0.02, 0.04), 1),
+        cyl(m, (0, h, 0), r, U(0.02, 0.04), 1, ~square),
+        box(m, (0, h, 0), (r * 0.9, 0.03, r * 0.9), square),
         *_legs(m, spread, spread, h, h, U(0.02, 0.035)),
         torus(m, (0, h * 0.35, 0), spread * 1.41, 0.015, 1, g.random(m) < 0.5),
     ]
@@ -318,8 +320,10 @@ def _stool(g: np.random.Generator, m: int) -> list[Part]:
 def _table(g: np.random.Generator, m: int) -> list[Part]:
     U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
     w, d, h, t = U(0.5, 1.0), U(0.3, 0.6), U(0.45, 0.75), U(0.02, 0.05)
+    round_top = g.random(m) < 0.3
     return [
-        box(m, (0, h, 0), (w, t, d)),
+        box(m, (0, h, 0), (w, t, d), ~round_top),
+        cyl(m, (0, h, 0), np.maximum(w, d) * 1.05, t, 1, round_top),
         *_legs(m, w * U(0.8, 0.95), d * U(0.8, 0.95), h, h, U(0.025, 0.05)),
         box(m, (0, h * 0.3, 0), (w * 0.85, 0.015, d * 0.85), g.random(m) < 0.3),
     ]
@@ -346,28 +350,165 @@ def _vase(g: np.random.Generator, m: int) -> list[Part]:
     return [rev(m, (0, 0, 0), h, (t1, t2), (r0, belly, neck, lip), (0, belly - wall, neck - wall, lip - wall))]
 
 
+def _open_box(m: int, c: Sequence[Any], half: Sequence[Any], t: Any, top: Any = True, front: Any = False) -> list[Part]:
+    """A hollow box of wall thickness ``t``: bottom, back, two sides, optional top and front."""
+    cx, cy, cz = c
+    hx, hy, hz = half
+    return [
+        box(m, (cx, cy - hy + t, cz), (hx, t, hz)),
+        box(m, (cx, cy + hy - t, cz), (hx, t, hz), top),
+        box(m, (cx - hx + t, cy, cz), (t, hy, hz)),
+        box(m, (cx + hx - t, cy, cz), (t, hy, hz)),
+        box(m, (cx, cy, cz - hz + t), (hx, hy, t)),
+        box(m, (cx, cy, cz + hz - t), (hx, hy, t), front),
+    ]
+
+
+def _bathtub(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    length, width, h = U(0.8, 1.1), U(0.35, 0.5), U(0.25, 0.4)
+    return [*_open_box(m, (0, h + 0.04, 0), (length, h, width), U(0.03, 0.06), top=False, front=True),
+            *_legs(m, length * 0.85, width * 0.8, 0.06, 0.06, 0.04, g.random(m) < 0.5)]
+
+
+def _desk(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    w, d, h, t = U(0.6, 1.0), U(0.3, 0.5), U(0.5, 0.75), U(0.02, 0.04)
+    ped_w = U(0.15, 0.25)
+    two = g.random(m) < 0.4
+    return [
+        box(m, (0, h, 0), (w, t, d)),
+        box(m, (-w + ped_w, h / 2, 0), (ped_w, h / 2, d * 0.95)),
+        box(m, (w - ped_w, h / 2, 0), (ped_w, h / 2, d * 0.95), two),
+        cyl(m, (w * 0.92, h / 2, d * 0.85), 0.025, h / 2, 1, ~two),
+        cyl(m, (w * 0.92, h / 2, -d * 0.85), 0.025, h / 2, 1, ~two),
+        box(m, (0, h * 0.6, -d * 0.9), (w * 0.9, h * 0.3, 0.015), g.random(m) < 0.5),
+    ]
+
+
+def _dresser(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    w, h, d, leg = U(0.55, 0.9), U(0.4, 0.65), U(0.22, 0.35), U(0.0, 0.08)
+    fronts = [box(m, (0, leg + h * f * 2, d + 0.01), (w * 0.9, h * 0.14, 0.012), g.random(m) < 0.8)
+              for f in (0.2, 0.5, 0.8)]
+    return [box(m, (0, leg + h, 0), (w, h, d)), *_legs(m, w * 0.9, d * 0.85, leg + 0.01, leg + 0.01, 0.03), *fronts]
+
+
+def _glass_box(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    w, h, d = U(0.4, 0.8), U(0.3, 0.8), U(0.3, 0.6)
+    return _open_box(m, (0, h, 0), (w, h, d), U(0.01, 0.025), top=g.random(m) < 0.5, front=True)
+
+
+def _keyboard(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    w, d, t = U(0.8, 1.0), U(0.22, 0.35), U(0.015, 0.035)
+    rows = [box(m, (0, t * 2 + 0.005, d * f), (w * 0.9, 0.008, d * 0.12), g.random(m) < 0.9) for f in (-0.6, 0, 0.6)]
+    return [box(m, (0, t, 0), (w, t, d)), *rows]
+
+
+def _laptop(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    w, d, t, screen_h = U(0.45, 0.6), U(0.3, 0.42), U(0.012, 0.025), U(0.3, 0.42)
+    return [
+        box(m, (0, t, 0), (w, t, d)),
+        box(m, (0, 2 * t + screen_h, -d + t), (w, screen_h, t)),
+    ]
+
+
+def _night_stand(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    w, h, d, leg = U(0.2, 0.32), U(0.22, 0.35), U(0.2, 0.3), U(0.03, 0.12)
+    return [
+        box(m, (0, leg + h, 0), (w, h, d)),
+        *_legs(m, w * 0.85, d * 0.85, leg + 0.01, leg + 0.01, 0.025),
+        box(m, (0, leg + h * 1.5, d + 0.01), (w * 0.85, h * 0.3, 0.012), g.random(m) < 0.8),
+        box(m, (0, leg + h * 0.7, d + 0.01), (w * 0.85, h * 0.3, 0.012), g.random(m) < 0.5),
+    ]
+
+
+def _plant(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    pot_h, r0, r3, stem = U(0.2, 0.35), U(0.1, 0.16), U(0.14, 0.22), U(0.2, 0.6)
+    top = pot_h + stem
+    return [
+        rev(m, (0, 0, 0), pot_h, (1 / 3, 2 / 3), (r0, r0 + (r3 - r0) / 3, r0 + 2 * (r3 - r0) / 3, r3)),
+        cyl(m, (0, pot_h + stem / 2, 0), 0.025, stem / 2, 1),
+        ell(m, (0, top, 0), (U(0.25, 0.45), U(0.2, 0.4), U(0.25, 0.45))),
+        ell(m, (U(-0.25, 0.25), top + U(0.1, 0.3), U(-0.2, 0.2)), (U(0.15, 0.3), U(0.15, 0.3), U(0.15, 0.3)),
+            g.random(m) < 0.7),
+        ell(m, (U(-0.3, 0.3), top - U(0.0, 0.15), U(-0.25, 0.25)), (U(0.12, 0.25), U(0.1, 0.2), U(0.12, 0.25)),
+            g.random(m) < 0.6),
+    ]
+
+
+def _radio(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    w, h, d = U(0.4, 0.6), U(0.2, 0.35), U(0.1, 0.18)
+    two = g.random(m) < 0.6
+    return [
+        box(m, (0, h, 0), (w, h, d)),
+        cyl(m, (-w * 0.5, h, d), h * 0.6, 0.015, 2),
+        cyl(m, (w * 0.5, h, d), h * 0.6, 0.015, 2, two),
+        cyl(m, (w * 0.7, 2 * h + 0.25, 0), 0.01, 0.25, 1, g.random(m) < 0.5),
+        box(m, (0, 2 * h + 0.04, 0), (w * 0.6, 0.02, 0.02), g.random(m) < 0.5),
+    ]
+
+
+def _range_hood(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    r_bottom, h, chimney = U(0.35, 0.6), U(0.15, 0.3), U(0.3, 0.7)
+    r_top = U(0.1, 0.18)
+    return [
+        rev(m, (0, 0, 0), h, (0.15, 0.6), (r_bottom, r_bottom * 0.95, r_top * 1.3, r_top),
+            (r_bottom - 0.02, r_bottom * 0.95 - 0.02, 0, 0)),
+        box(m, (0, h + chimney / 2, 0), (r_top * 0.9, chimney / 2, r_top * 0.9)),
+    ]
+
+
+def _sink(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    ped_h, ped_r = U(0.5, 0.7), U(0.06, 0.12)
+    rim, bowl_h = U(0.3, 0.45), U(0.12, 0.2)
+    return [
+        cyl(m, (0, ped_h / 2, 0), ped_r, ped_h / 2, 1),
+        rev(m, (0, ped_h, 0), bowl_h, (0.3, 0.7), (ped_r * 1.3, rim * 0.85, rim * 0.98, rim),
+            (0, rim * 0.85 - 0.03, rim * 0.98 - 0.03, rim - 0.03)),
+        cyl(m, (0, ped_h + bowl_h + 0.08, -rim * 0.9), 0.02, 0.08, 1, g.random(m) < 0.7),
+    ]
+
+
+def _tv_stand(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    w, h, d = U(0.8, 1.2), U(0.18, 0.32), U(0.2, 0.32)
+    return [
+        *_open_box(m, (0, h + 0.03, 0), (w, h, d), U(0.02, 0.04), top=True, front=False),
+        box(m, (0, h + 0.03, 0), (0.02, h * 0.95, d * 0.95), g.random(m) < 0.5),
+        *_legs(m, w * 0.9, d * 0.8, 0.03, 0.03, 0.025),
+    ]
+
+
+def _wardrobe(g: np.random.Generator, m: int) -> list[Part]:
+    U = lambda lo, hi: g.uniform(lo, hi, m)  # noqa: E731
+    w, h, d = U(0.45, 0.8), U(0.8, 1.2), U(0.25, 0.4)
+    return [
+        box(m, (0, h + 0.04, 0), (w, h, d)),
+        box(m, (0, 2 * h + 0.06, 0), (w * 1.05, 0.03, d * 1.05), g.random(m) < 0.5),
+        box(m, (0, 0.02, 0), (w * 0.95, 0.02, d * 0.95)),
+        cyl(m, (-0.05, h, d + 0.02), 0.012, h * 0.15, 1, g.random(m) < 0.6),
+        cyl(m, (0.05, h, d + 0.02), 0.012, h * 0.15, 1, g.random(m) < 0.6),
+    ]
+
+
 #: Class name -> recipe. Names follow ModelNet40's; order fixes the label ids.
 CLASSES: dict[str, Callable[[np.random.Generator, int], list[Part]]] = {
-    "airplane": _airplane,
-    "bed": _bed,
-    "bench": _bench,
-    "bookshelf": _bookshelf,
-    "bottle": _bottle,
-    "bowl": _bowl,
-    "car": _car,
-    "chair": _chair,
-    "cone": _cone,
-    "cup": _cup,
-    "flower_pot": _flower_pot,
-    "guitar": _guitar,
-    "lamp": _lamp,
-    "monitor": _monitor,
-    "person": _person,
-    "sofa": _sofa,
-    "stool": _stool,
-    "table": _table,
-    "toilet": _toilet,
-    "vase": _vase,
+    name: globals()[f"_{name}"]
+    for name in (
+        "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
+        "cup", "desk", "dresser", "flower_pot", "glass_box", "guitar", "keyboard", "lamp", "laptop",
+        "monitor", "night_stand", "person", "plant", "radio", "range_hood", "sink", "sofa", "stool",
+        "table", "toilet", "tv_stand", "vase", "wardrobe",
+    )
 }
 
 
@@ -541,7 +682,7 @@ def synthshapes(
     jitter: float = 0.0,
     rotate: bool = True,
 ) -> PointCloudDataset:
-    """Embedded procedural objects (20 ModelNet40-named classes), generated from the seed; no files needed.
+    """Embedded procedural objects (33 ModelNet40-named classes), generated from the seed; no files needed.
 
     ``train_size``/``test_size`` clouds, class-balanced; the two splits use independent
     random streams of ``seed``. ``sampling="fps"`` draws 4x the points and keeps a farthest

@@ -1,0 +1,315 @@
+"""The ``bench`` command line: ``list``, ``info``, ``run``.
+
+A thin layer: it parses options, resolves the run configuration (profile < --config <
+--set < flags) and hands over to the library. Errors the user can fix are printed as one
+line naming the fix (exit status 2); a part of the benchmark not yet built says so
+(exit status 3).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from benchmark.env import DeviceError
+from benchmark.config import ConfigError, RunConfig, available_profiles, check_params, resolve_config
+from benchmark.registry import (
+    REGISTRIES,
+    DuplicateNameError,
+    PluginError,
+    Registry,
+    UnknownNameError,
+    load_plugins,
+)
+
+#: The packages whose import fills each registry.
+REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.data", "attacks": "attacks", "defenses": "defenses"}
+
+#: Names the design promises that later versions add; asking for one says "not yet available".
+PLANNED: dict[str, tuple[str, ...]] = {
+    "models": ("pointnet", "dgcnn", "pointnet2-ssg", "point-transformer-student", "point-transformer-teacher",
+               "clip", "pc-autoencoder"),
+    "attacks": ("pgd", "fgm", "ifgm", "cw", "knn", "add-cd", "add-hd", "drop-100", "drop-200", "advpc", "aof"),
+    "defenses": ("none", "srs", "sor", "dup-net", "if-defense", "pgd-at", "prompt-at", "mrpd"),
+}
+
+EXIT_USAGE = 2
+EXIT_NOT_AVAILABLE = 3
+
+USER_ERRORS = (ConfigError, UnknownNameError, DuplicateNameError, PluginError, FileNotFoundError, DeviceError)
+
+
+class NotYetAvailable(RuntimeError):
+    """A part of the benchmark this version does not have yet."""
+
+
+def populate_registries(plugins: Sequence[str] = ()) -> None:
+    """Import our packages (registering their entries), then the user's plug-ins."""
+    for package in REGISTRY_PACKAGES.values():
+        importlib.import_module(package)
+    load_plugins(plugins)
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+# ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from benchmark.env import package_versions
+
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="PCRB, the Point Cloud Robustness Bench: attack 3D point cloud classifiers, "
+        "defend them, and write honest result tables.",
+        epilog="Examples:\n"
+        "  bench run --defense mrpd --attack all          # embedded dataset, CPU is enough\n"
+        "  bench run --dataset modelnet40 --data-root ~/data/modelnet40_ply_hdf5_2048 \\\n"
+        "            --defense all --attack all --device cuda --profile paper\n"
+        "  bench list attacks                             # what the registries hold\n"
+        "  bench info                                     # versions, device, cache dir\n"
+        "Run 'bench <command> --help' for the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pcrb {package_versions()['pcrb']}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p_list = sub.add_parser(
+        "list",
+        help="list what a registry holds (models, datasets, attacks, defenses)",
+        description="List the registered models, datasets, attacks or defenses with a one-line "
+        "description and their key default parameters.",
+    )
+    p_list.add_argument("kind", choices=sorted(REGISTRIES), help="which registry to list")
+    p_list.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import this module first (it may register more entries); repeatable")
+
+    p_info = sub.add_parser(
+        "info",
+        help="print versions, devices, the allocator setting and the cache dir",
+        description="Print the versions of PCRB and its dependencies, the devices torch sees, the "
+        "CPU allocator setting, the cache directory, the shipped profiles and registry sizes.",
+    )
+    p_info.add_argument("--cache-dir", default=None, help="cache directory to report (default: $PCRB_CACHE_DIR "
+                        "or the user cache dir)")
+
+    p_run = sub.add_parser(
+        "run",
+        help="run attacks against defended models and write result tables",
+        description="Resolve the run configuration (profile < --config file < --set overrides < the "
+        "flags below), prepare the dataset and models, craft adversarial examples and evaluate "
+        "every defense. --defense/--attack take 'all', one name or a comma list.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p_run.add_argument("--profile", default="default", choices=available_profiles(),
+                       help="named preset of every parameter (smoke: seconds; default: embedded CPU run; "
+                       "paper: the MRPD paper's settings; ifd: IF-Defense's attack settings)")
+    p_run.add_argument("--config", default=None, metavar="FILE", help="YAML file merged over the profile")
+    p_run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config field, e.g. --set attacks.pgd.budget=0.04 "
+                       "(value parsed as YAML); repeatable")
+    p_run.add_argument("--dataset", default=None, help="dataset name (see: bench list datasets)")
+    p_run.add_argument("--data-root", default=None, metavar="DIR", help="folder holding the dataset's files")
+    p_run.add_argument("--victim", default=None, help="model under attack (see: bench list models)")
+    p_run.add_argument("--surrogate", default=None, help="source model of the blackbox protocol")
+    p_run.add_argument("--defense", default=None, help="'all', a name or a comma list (see: bench list defenses)")
+    p_run.add_argument("--attack", default=None, help="'all', a name or a comma list (see: bench list attacks)")
+    p_run.add_argument("--protocol", default=None, help="transfer, blackbox, adaptive, all, or a comma list")
+    p_run.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:<i>")
+    p_run.add_argument("--seed", type=int, default=None, help="seed of every random choice")
+    p_run.add_argument("--batch-size", type=int, default=None, help="clouds per batch")
+    p_run.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N test clouds")
+    p_run.add_argument("--cache-dir", default=None, metavar="DIR", help="where weights, features and "
+                       "adversarial examples are cached (default: $PCRB_CACHE_DIR or the user cache dir)")
+    p_run.add_argument("--out", default=None, metavar="DIR", help="where result tables are written")
+    p_run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                       help="import this module first (it may register defenses, attacks, ...); repeatable")
+    p_run.add_argument("--print-config", action="store_true",
+                       help="print the resolved configuration and its hash, then stop")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
+_COMMON_DATASET_ARGS = {"root", "num_points", "sampling", "normalize", "seed", "cache_dir"}
+
+
+def _format_defaults(defaults: dict[str, Any], skip: set[str] = frozenset(), width: int = 70) -> str:
+    parts = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in defaults.items() if k not in skip]
+    text = ", ".join(parts)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    populate_registries(args.plugin)
+    registry: Registry = REGISTRIES[args.kind]
+    table = Table(title=f"{args.kind} ({len(registry)} registered)", title_justify="left")
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("description")
+    table.add_column("key defaults", style="dim")
+    skip = _COMMON_DATASET_ARGS if args.kind == "datasets" else set()
+    for entry in registry.entries():
+        table.add_row(entry.name, entry.description, _format_defaults(dict(entry.defaults), skip))
+    if not len(registry):
+        planned = ", ".join(PLANNED.get(args.kind, ())) or "-"
+        table.caption = f"none registered yet in this version; planned: {planned}"
+    Console(width=max(120, Console().width)).print(table)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from benchmark.cache import default_cache_dir
+    from benchmark.env import allocator_status, package_versions
+
+    populate_registries()
+    table = Table(title="PCRB environment", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for name, version in package_versions().items():
+        table.add_row(name, version)
+    table.add_row("cpu threads", str(torch.get_num_threads()))
+    if torch.cuda.is_available():
+        names = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
+        table.add_row("cuda", f"{torch.version.cuda}; {names}")
+    else:
+        table.add_row("cuda", "not available (CPU only)")
+    table.add_row("device (auto)", "cuda" if torch.cuda.is_available() else "cpu")
+    table.add_row("allocator", allocator_status())
+    table.add_row("cache dir", str(args.cache_dir or default_cache_dir()))
+    table.add_row("profiles", ", ".join(available_profiles()))
+    for kind, registry in REGISTRIES.items():
+        table.add_row(kind, f"{len(registry)} registered")
+    Console().print(table)
+    return 0
+
+
+def _check_names(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
+    """Validate every name in the config: ``(selected names per registry, planned-but-missing parts)``.
+
+    Unknown names and parameters raise (with close matches).
+    """
+    from benchmark.registry import ATTACKS, DATASETS, DEFENSES, MODELS
+
+    missing: list[str] = []
+
+    def resolve(registry: Registry, spec: list[str]) -> list[str]:
+        names: list[str] = []
+        for name in spec:
+            if name == "all" or name in registry:
+                names.extend(registry.resolve(name))
+            elif name in PLANNED.get(registry.plural, ()):
+                missing.append(f"{registry.kind} '{name}'")
+            else:
+                registry.get(name)  # raises with close matches
+        return names
+
+    DATASETS.get(cfg.dataset.name)
+    selected = {
+        "defenses": resolve(DEFENSES, cfg.defense),
+        "attacks": resolve(ATTACKS, cfg.attack),
+        "models": resolve(MODELS, [cfg.victim, cfg.surrogate]),
+    }
+    for section, registry in (("attacks", ATTACKS), ("defenses", DEFENSES), ("models", MODELS),
+                              ("datasets", DATASETS)):
+        params = {k: v for k, v in getattr(cfg, section).items()
+                  if k in registry or k not in PLANNED.get(registry.plural, ())}
+        check_params(section, params, registry)
+    if not selected["attacks"] and "all" in cfg.attack and not missing:
+        missing.append("any attack (none registered)")
+    if not selected["defenses"] and "all" in cfg.defense and not missing:
+        missing.append("any defense (none registered)")
+    return selected, list(dict.fromkeys(missing))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    flags = {
+        "defense": args.defense,
+        "attack": args.attack,
+        "protocol": args.protocol,
+        "seed": args.seed,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "limit": args.limit,
+        "cache_dir": args.cache_dir,
+        "out_dir": args.out,
+        "victim": args.victim,
+        "surrogate": args.surrogate,
+        "dataset": {"name": args.dataset, "root": args.data_root},
+        "plugins": args.plugin or None,
+    }
+    cfg = resolve_config(args.profile, args.config, args.overrides, flags)
+    console = Console(stderr=True)
+    if args.print_config:
+        print(f"# config hash: {cfg.hash()}")
+        print(cfg.to_yaml(), end="")
+        return 0
+    populate_registries(cfg.plugins)
+    from benchmark.env import resolve_device
+
+    device = resolve_device(cfg.device)
+    console.print(f"[bold]bench run[/] profile={cfg.profile} dataset={cfg.dataset.name} device={device} "
+                  f"config={cfg.hash()}")
+    _, missing = _check_names(cfg)
+    _prepare_data(cfg, console)
+    if missing:
+        raise NotYetAvailable(
+            f"{', '.join(missing)} not yet available in this version of PCRB (planned: see the README's "
+            "roadmap). `bench list attacks|defenses|models` shows what exists."
+        )
+    raise NotYetAvailable("the evaluation harness is not yet available in this version of PCRB")
+
+
+def _prepare_data(cfg: RunConfig, console: Any) -> None:
+    """Load (generate or read, then cache) both splits of the configured dataset and summarise them."""
+    from benchmark.cache import resolve_cache_dir
+    from benchmark.data import load_dataset
+
+    cache_dir = resolve_cache_dir(cfg.cache_dir)
+    for split in ("train", "test"):
+        with console.status(f"preparing {cfg.dataset.name} ({split})"):
+            ds = load_dataset(
+                cfg.dataset.name,
+                split,
+                root=cfg.dataset.root,
+                num_points=cfg.dataset.num_points,
+                sampling=cfg.dataset.sampling,
+                normalize=cfg.dataset.normalize,
+                seed=cfg.seed,
+                cache_dir=cache_dir,
+                options=cfg.dataset_options(),
+            )
+        console.print(f"  {split}: {len(ds)} clouds x {ds.num_points} points, {ds.num_classes} classes, "
+                      f"fingerprint {ds.fingerprint}")
+
+
+COMMANDS = {"list": cmd_list, "info": cmd_info, "run": cmd_run}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 3 not yet available)."""
+    parser = build_parser()
+    args = parser.parse_args(None if argv is None else list(argv))
+    from benchmark.data import DatasetError
+
+    try:
+        return COMMANDS[args.command](args)
+    except NotYetAvailable as err:
+        print(f"bench {args.command}: {err}", file=sys.stderr)
+        return EXIT_NOT_AVAILABLE
+    except (*USER_ERRORS, DatasetError) as err:
+        print(f"bench {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"bench {args.command}: interrupted; finished work is kept in the cache", file=sys.stderr)
+        return 130
