@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BOX", "CYLINDER", "ELLIPSOID", "PARAM_DIM", "REVOLVED", "TORUS", "area", "contains", "sample"]
+__all__ = ["BOX", "CYLINDER", "ELLIPSOID", "PARAM_DIM", "REVOLVED", "TORUS", "area", "choose_weighted", "contains", "sample"]
 
 BOX, CYLINDER, ELLIPSOID, TORUS, REVOLVED = 0, 1, 2, 3, 4
 NAMES = {BOX: "box", CYLINDER: "cylinder", ELLIPSOID: "ellipsoid", TORUS: "torus", REVOLVED: "revolved"}
@@ -61,7 +61,7 @@ def _to_axis_frame(rel: np.ndarray, axis: np.ndarray) -> np.ndarray:
     return out
 
 
-def _choose(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
+def choose_weighted(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Per row, pick a column with probability proportional to ``weights [M, F]`` for uniforms ``u [M, K]``."""
     cum = np.cumsum(weights, axis=1)
     total = cum[:, -1:]
@@ -138,7 +138,7 @@ def sample(kind: int, p: np.ndarray, rng: np.random.Generator, k: int) -> tuple[
     accept = np.ones((m, k))
     if kind == BOX:
         half = p[:, None, 3:6]
-        face = _choose(_box_face_areas(p), rng.random((m, k)))
+        face = choose_weighted(_box_face_areas(p), rng.random((m, k)))
         pts = rng.uniform(-1.0, 1.0, (m, k, 3))
         axis = face % 3
         sign = np.where(face < 3, -1.0, 1.0)
@@ -148,7 +148,7 @@ def sample(kind: int, p: np.ndarray, rng: np.random.Generator, k: int) -> tuple[
         r, length, axis = p[:, 3, None], p[:, 4, None], p[:, 5].astype(int)
         side = 4 * np.pi * p[:, 3] * p[:, 4]
         cap = np.pi * p[:, 3] ** 2
-        face = _choose(np.stack([side, cap, cap], 1), rng.random((m, k)))
+        face = choose_weighted(np.stack([side, cap, cap], 1), rng.random((m, k)))
         theta = rng.uniform(0, 2 * np.pi, (m, k))
         rad = np.where(face == 0, r, r * np.sqrt(rng.random((m, k))))
         axial = np.where(face == 0, rng.uniform(-1, 1, (m, k)) * length, np.where(face == 1, length, -length))
@@ -170,7 +170,7 @@ def sample(kind: int, p: np.ndarray, rng: np.random.Generator, k: int) -> tuple[
         return centre + _axis_frame(local, axis), ring / (big + small)
     if kind == REVOLVED:
         ys, ro, ri = _revolved_parts(p)
-        face = _choose(_revolved_face_areas(p), rng.random((m, k)))
+        face = choose_weighted(_revolved_face_areas(p), rng.random((m, k)))
         theta = rng.uniform(0, 2 * np.pi, (m, k))
         u = rng.random((m, k))
         seg = face % 3  # segment of the lateral faces (0..2)
