@@ -155,10 +155,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     skip = _COMMON_DATASET_ARGS if args.kind == "datasets" else set()
     for entry in registry.entries():
         table.add_row(entry.name, entry.description, _format_defaults(dict(entry.defaults), skip))
+    console = Console(width=max(120, Console().width))
+    console.print(table)
     if not len(registry):
         planned = ", ".join(PLANNED.get(args.kind, ())) or "-"
-        table.caption = f"none registered yet in this version; planned: {planned}"
-    Console(width=max(120, Console().width)).print(table)
+        console.print(f"No {args.kind} registered yet in this version; planned: {planned}.")
     return 0
 
 

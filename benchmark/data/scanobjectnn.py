@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmark.registry import DATASETS, close_matches_hint
 
 from .base import DatasetError, PointCloudDataset, normalize_unit_sphere_np, select_points
-from .modelnet import read_h5_clouds
+from .hdf5 import read_h5_clouds
 
 __all__ = ["SCANOBJECTNN_CLASSES", "VARIANTS", "scanobjectnn"]
 
