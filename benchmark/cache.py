@@ -19,6 +19,7 @@ import re
 import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,17 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a shared cache needs the umask's
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
@@ -103,6 +111,15 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """An uncompressed ``.npz`` that ``np.load`` reads; any array name works (unlike ``np.savez``'s
+    keyword arguments, where ``file`` or ``allow_pickle`` would collide)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asarray(value), allow_pickle=False)
 
 
 def _sidecar(path: Path) -> Path:
@@ -118,8 +135,7 @@ def save_arrays(
     if sidecar.exists():  # invalidate first: a crash between the two renames leaves no stale pair
         sidecar.unlink()
     with atomic_write(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+        _write_npz(tmp, arrays)
     record = {
         "size": path.stat().st_size,
         "sha256": file_sha256(path),

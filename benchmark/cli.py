@@ -102,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         "every defense. --defense/--attack take 'all', one name or a comma list.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p_run.add_argument("--profile", default="default", choices=available_profiles(),
+    p_run.add_argument("--profile", default=None, choices=available_profiles(),
                        help="named preset of every parameter (smoke: seconds; default: embedded CPU run; "
-                       "paper: the MRPD paper's settings; ifd: IF-Defense's attack settings)")
+                       "paper: the MRPD paper's settings; ifd: IF-Defense's attack settings). "
+                       "Default: the --config file's 'profile:' key, else 'default'")
     p_run.add_argument("--config", default=None, metavar="FILE", help="YAML file merged over the profile")
     p_run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override any config field, e.g. --set attacks.pgd.budget=0.04 "
@@ -176,7 +177,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     table.add_column("what", style="bold")
     table.add_column("value")
     for name, version in package_versions().items():
-        table.add_row(name, version)
+        table.add_row(name, torch.__version__ if name == "torch" else version)
     table.add_row("cpu threads", str(torch.get_num_threads()))
     if torch.cuda.is_available():
         names = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
@@ -210,7 +211,7 @@ def _check_names(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
             elif name in PLANNED.get(registry.plural, ()):
                 missing.append(f"{registry.kind} '{name}'")
             else:
-                registry.get(name)  # raises with close matches
+                raise UnknownNameError(registry.unknown_message(name, PLANNED.get(registry.plural, ())))
         return names
 
     DATASETS.get(cfg.dataset.name)

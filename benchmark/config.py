@@ -67,7 +67,7 @@ class PCRBSafeLoader(yaml.SafeLoader):
 _FLOAT_RE = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""",
     re.X,
@@ -343,7 +343,7 @@ def parse_set(assignments: Sequence[str]) -> dict[str, Any]:
 
 
 def resolve_config(
-    profile: str = "default",
+    profile: str | None = None,
     config_file: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
     flags: Mapping[str, Any] | None = None,
@@ -351,15 +351,19 @@ def resolve_config(
     """Merge profile < config file < ``--set`` overrides < explicit flags into a ``RunConfig``.
 
     ``flags`` hold already-structured values from CLI options (None values are ignored),
-    e.g. ``{"attack": "pgd,cw", "dataset": {"root": "~/data"}}``.
+    e.g. ``{"attack": "pgd,cw", "dataset": {"root": "~/data"}}``. ``profile`` None means the
+    config file's ``profile:`` key, else ``default``; an explicit ``profile`` wins over the file's.
     """
-    data = load_profile(profile)
-    if config_file is not None:
-        user = load_user_config(config_file)
-        if "profile" in user:  # a config file may name the profile it builds on
-            data = load_profile(str(user.pop("profile")))
-        data = deep_merge(data, user)
-    data = deep_merge(data, parse_set(overrides))
+    user = load_user_config(config_file) if config_file is not None else {}
+    file_profile = user.pop("profile", None)
+    data = load_profile(str(profile or file_profile or "default"))
+    data = deep_merge(data, user)
+    sets = parse_set(overrides)
+    if "profile" in sets:
+        raise ConfigError(
+            "the profile cannot be changed with --set (its values would not follow); use --profile NAME"
+        )
+    data = deep_merge(data, sets)
     if flags:
         data = deep_merge(data, _drop_none(flags))
     return _from_dict(RunConfig, data)
@@ -406,7 +410,7 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, PurePath):
         return str(obj)
     if isinstance(obj, float) and not math.isfinite(obj):
-        return repr(obj)
+        return {"$float": repr(obj)}  # JSON has no NaN/inf; tagged so it cannot equal a string
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars

@@ -38,6 +38,11 @@ class DeviceError(RuntimeError):
     """A device the user asked for that this machine or torch build does not have."""
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """An environment switch: unset, empty, "0", "false" and "no" mean off."""
+    return env.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _is_glibc_linux() -> bool:
     return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
@@ -53,7 +58,7 @@ def tuned_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     not glibc Linux, or jemalloc is preloaded. Tunables the user already set are kept.
     """
     env = dict(os.environ if environ is None else environ)
-    if env.get(TUNED_FLAG) or env.get(OPT_OUT, "") not in ("", "0") or _jemalloc_preloaded(env):
+    if _flag(env, TUNED_FLAG) or _flag(env, OPT_OUT) or _jemalloc_preloaded(env):
         return None
     if not _is_glibc_linux():
         return None
@@ -73,9 +78,9 @@ def allocator_status(environ: Mapping[str, str] | None = None) -> str:
         return f"jemalloc (LD_PRELOAD; MALLOC_CONF={conf})"
     tunables = env.get("GLIBC_TUNABLES", "")
     if all(f"{k}={v}" in tunables for k, v in GLIBC_MALLOC_TUNABLES.items()):
-        how = "set by bench" if env.get(TUNED_FLAG) else "set by the user"
+        how = "set by bench" if _flag(env, TUNED_FLAG) else "set by the user"
         return f"glibc malloc, tuned ({how}: mmap_max=0, trim_threshold=1e11, top_pad=1 GiB)"
-    if env.get(OPT_OUT, "") not in ("", "0"):
+    if _flag(env, OPT_OUT):
         return "default allocator (PCRB_NO_TUNE=1)"
     if not _is_glibc_linux():
         return f"default allocator ({platform.system()} / {platform.libc_ver()[0] or 'non-glibc'})"

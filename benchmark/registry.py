@@ -103,6 +103,27 @@ def _defaults_of(obj: Any) -> dict[str, Any]:
     }
 
 
+def _required_params(obj: Any) -> list[str]:
+    """Parameters of a dataclass type or callable that have no default."""
+    if dataclasses.is_dataclass(obj) and isinstance(obj, type):
+        return [
+            f.name
+            for f in dataclasses.fields(obj)
+            if f.init
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        ]
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
 def _accepts_var_kwargs(obj: Any) -> bool:
     if dataclasses.is_dataclass(obj) and isinstance(obj, type):
         return False
@@ -140,29 +161,12 @@ class Entry:
                 )
 
     def _required(self) -> list[str]:
-        if dataclasses.is_dataclass(self.obj) and isinstance(self.obj, type):
-            return [
-                f.name
-                for f in dataclasses.fields(self.obj)
-                if f.init
-                and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
-            ]
-        try:
-            sig = inspect.signature(self.obj)
-        except (TypeError, ValueError):
-            return []
-        return [
-            p.name
-            for p in sig.parameters.values()
-            if p.default is inspect.Parameter.empty
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
+        return _required_params(self.obj)
 
     def build(self, *args: Any, **params: Any) -> Any:
         """Call the registered object with its defaults overridden by ``params``."""
         self.check_params(params)
-        return self.obj(*args, **params)
+        return self.obj(*args, **{**self.defaults, **params})
 
 
 class Registry:
@@ -226,6 +230,14 @@ class Registry:
                 "pick another name or pass override=True to replace it"
             )
         merged = _defaults_of(obj)
+        if defaults and not _accepts_var_kwargs(obj):
+            known = set(merged) | set(_required_params(obj))
+            for key in defaults:
+                if key not in known:
+                    raise ValueError(
+                        f"cannot register {self.kind} '{name}': {getattr(obj, '__name__', obj)!s} takes no "
+                        f"parameter '{key}'{close_matches_hint(key, known) or ''}"
+                    )
         merged.update(defaults)
         entry = Entry(
             name=name,
@@ -251,11 +263,13 @@ class Registry:
             return self._entries[name]
         except (KeyError, TypeError):
             pass
-        hint = close_matches_hint(str(name), self._entries)
-        known = "" if hint else f" Known {self.plural}: {', '.join(self.names()) or 'none yet'}."
-        raise UnknownNameError(
-            f"unknown {self.kind} '{name}'{hint}{known} See: bench list {self.plural}"
-        )
+        raise UnknownNameError(self.unknown_message(str(name)))
+
+    def unknown_message(self, name: str, extra_candidates: Iterable[str] = ()) -> str:
+        """The error text for an unknown ``name``: close matches, else the known names."""
+        hint = close_matches_hint(name, [*self._entries, *extra_candidates])
+        known = hint or f". Known {self.plural}: {', '.join(self.names()) or 'none yet'}."
+        return f"unknown {self.kind} '{name}'{known} See: bench list {self.plural}"
 
     def build(self, name: str, *args: Any, **params: Any) -> Any:
         """Build the entry called ``name`` with ``params`` overriding its defaults."""
