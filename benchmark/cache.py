@@ -34,8 +34,13 @@ __all__ = [
     "entry_path",
     "file_sha256",
     "load_arrays",
+    "load_weights",
+    "read_sidecar",
     "resolve_cache_dir",
     "save_arrays",
+    "save_weights",
+    "verify_entry",
+    "write_entry",
 ]
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -126,16 +131,20 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def save_arrays(
-    path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None
+def write_entry(
+    path: str | os.PathLike[str], write_payload: Callable[[Path], None], meta: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write ``arrays`` as an uncompressed ``.npz`` at ``path`` plus its checksummed sidecar."""
+    """Write a cache entry: ``write_payload(tmp_path)`` writes the payload, then the sidecar.
+
+    The old sidecar is removed first and the new one written last, so a crash at any point
+    leaves either the complete new entry or one that ``verify_entry`` rejects.
+    """
     path = Path(path)
     sidecar = _sidecar(path)
-    if sidecar.exists():  # invalidate first: a crash between the two renames leaves no stale pair
+    if sidecar.exists():
         sidecar.unlink()
     with atomic_write(path) as tmp:
-        _write_npz(tmp, arrays)
+        write_payload(tmp)
     record = {
         "size": path.stat().st_size,
         "sha256": file_sha256(path),
@@ -160,11 +169,11 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     return record
 
 
-def load_arrays(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, np.ndarray]:
-    """Read an entry written by ``save_arrays``.
+def verify_entry(path: str | os.PathLike[str], *, checksum: bool = True) -> dict[str, Any]:
+    """Check an entry's payload against its sidecar; returns the sidecar record.
 
     Raises ``FileNotFoundError`` when there is no entry and ``CorruptCacheError`` when it is
-    partial or its size/checksum does not match the sidecar.
+    partial or its size (and, with ``checksum``, sha256) does not match.
     """
     path = Path(path)
     if not path.exists():
@@ -172,17 +181,55 @@ def load_arrays(path: str | os.PathLike[str], *, verify: bool = True) -> dict[st
             raise CorruptCacheError(f"cache entry {path} is missing its payload")
         raise FileNotFoundError(path)
     record = read_sidecar(path)
-    if verify:
-        size = path.stat().st_size
-        if size != int(record["size"]):
-            raise CorruptCacheError(f"cache entry {path} has {size} bytes, expected {record['size']}")
-        if file_sha256(path) != record["sha256"]:
-            raise CorruptCacheError(f"cache entry {path} fails its sha256 checksum")
+    size = path.stat().st_size
+    if size != int(record["size"]):
+        raise CorruptCacheError(f"cache entry {path} has {size} bytes, expected {record['size']}")
+    if checksum and file_sha256(path) != record["sha256"]:
+        raise CorruptCacheError(f"cache entry {path} fails its sha256 checksum")
+    return record
+
+
+def save_arrays(
+    path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``arrays`` as an uncompressed ``.npz`` at ``path`` plus its checksummed sidecar."""
+    return write_entry(path, lambda tmp: _write_npz(tmp, arrays), meta)
+
+
+def load_arrays(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, np.ndarray]:
+    """Read an entry written by ``save_arrays``.
+
+    Raises ``FileNotFoundError`` when there is no entry and ``CorruptCacheError`` when it is
+    partial or its size/checksum does not match the sidecar.
+    """
+    path = Path(path)
+    verify_entry(path, checksum=verify)
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except Exception as err:  # noqa: BLE001 - any decode failure means a corrupt file
         raise CorruptCacheError(f"cache entry {path} cannot be decoded: {err}") from err
+
+
+def save_weights(
+    path: str | os.PathLike[str], state_dict: Mapping[str, Any], meta: Mapping[str, Any] | None = None
+) -> Path:
+    """Write a model's tensors as ``.safetensors`` plus a checksummed sidecar holding ``meta``."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    return write_entry(path, lambda tmp: save_file(tensors, str(tmp)), meta)
+
+
+def load_weights(path: str | os.PathLike[str], *, verify: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read ``(state_dict, meta)`` written by ``save_weights``; errors as ``load_arrays``."""
+    from safetensors.torch import load_file
+
+    record = verify_entry(path, checksum=verify)
+    try:
+        return load_file(str(path)), dict(record.get("meta", {}))
+    except Exception as err:  # noqa: BLE001
+        raise CorruptCacheError(f"weights {path} cannot be decoded: {err}") from err
 
 
 def cached_arrays(

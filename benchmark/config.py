@@ -39,6 +39,7 @@ __all__ = [
     "ConfigError",
     "DatasetConfig",
     "RunConfig",
+    "TrainConfig",
     "available_profiles",
     "check_params",
     "config_hash",
@@ -102,6 +103,31 @@ class DatasetConfig:
 
 
 @dataclass
+class TrainConfig:
+    """How a model is trained (``training.default`` merged with ``training.<model name>``)."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    min_lr: float = 1e-5  # cosine schedule floor
+    weight_decay: float = 1e-4  # AdamW
+    batch_size: int = 32
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max gradient norm
+    val_fraction: float = 0.1  # carved from the training split for best-checkpoint selection
+    scale_low: float = 0.85  # anisotropic scaling augmentation range
+    scale_high: float = 1.15
+    jitter: float = 0.0  # Gaussian point jitter augmentation (std, unit-sphere units)
+    rotate: bool = False  # random rotation about the up axis (y) as augmentation
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(f"training needs epochs >= 0, batch_size >= 1 and lr > 0, got {self}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"training.val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
 class RunConfig:
     """Everything that determines a benchmark run."""
 
@@ -121,6 +147,7 @@ class RunConfig:
     plugins: list[str] = field(default_factory=list)
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-reader options
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model parameters
+    training: dict[str, dict[str, Any]] = field(default_factory=dict)  # "default" + per-model overrides
     attacks: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-attack parameters
     defenses: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-defense parameters
 
@@ -135,6 +162,13 @@ class RunConfig:
             raise ConfigError(f"limit must be >= 1 (or null for all), got {self.limit}")
         if self.dataset.num_points < 1:
             raise ConfigError(f"dataset.num_points must be >= 1, got {self.dataset.num_points}")
+        for name in self.training:  # fail at load time, naming the key, not mid-run
+            self.train_config(name)
+
+    def train_config(self, model: str) -> TrainConfig:
+        """Training settings for ``model``: ``training.default`` overridden by ``training.<model>``."""
+        merged = deep_merge(self.training.get("default") or {}, self.training.get(model) or {})
+        return _from_dict(TrainConfig, merged, f"training.{model}.")
 
     def dataset_options(self) -> dict[str, Any]:
         """The reader options for the selected dataset (``datasets.<dataset.name>``)."""

@@ -1,0 +1,227 @@
+"""Generic training loops: supervised classification and any loss over point-cloud batches.
+
+Ground floor: knows datasets and ``nn.Module``s, not which architectures exist
+(``models.zoo`` decides what to train). One loop, ``fit``, does the bookkeeping every
+model needs — seeding, AdamW with a per-step cosine schedule, gradient clipping, mixed
+precision on CUDA, augmentation, a rich progress bar, per-epoch validation and keeping
+the best checkpoint — and calls a ``step`` function for the loss.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from benchmark.config import TrainConfig
+from benchmark.data import PointCloudDataset
+
+__all__ = [
+    "FitResult",
+    "augment_points",
+    "classification_step",
+    "evaluate_accuracy",
+    "fit",
+    "progress_bar",
+    "split_validation",
+]
+
+StepFn = Callable[[Tensor, Tensor, Tensor], Tensor]  # (points [B,N,3], labels [B], indices [B]) -> loss
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` did: per-epoch train loss and validation score, the best score and its epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_score: list[float] = field(default_factory=list)
+    best_score: float = float("nan")
+    best_epoch: int = -1
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr; yields ``advance(n=1, **fields)`` (no-op when disabled)."""
+    if not enabled:
+        yield lambda *args, **kwargs: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str | None = None) -> None:
+            progress.update(task, advance=n, **({"info": info} if info is not None else {}))
+
+        yield advance
+
+
+def split_validation(
+    dataset: PointCloudDataset, fraction: float, seed: int = 0
+) -> tuple[PointCloudDataset, PointCloudDataset | None]:
+    """Stratified split of a training set into ``(train, validation)``; no validation when ``fraction`` is 0."""
+    if fraction <= 0:
+        return dataset, None
+    rng = np.random.default_rng([seed, 101])
+    val_idx: list[np.ndarray] = []
+    for c in range(dataset.num_classes):
+        members = np.flatnonzero(dataset.labels == c)
+        take = int(round(len(members) * fraction))
+        if take and take < len(members):
+            val_idx.append(rng.choice(members, take, replace=False))
+    if not val_idx:
+        return dataset, None
+    val = np.sort(np.concatenate(val_idx))
+    train = np.setdiff1d(np.arange(len(dataset)), val)
+    return dataset.subset(train), dataset.subset(val)
+
+
+def augment_points(points: Tensor, cfg: TrainConfig, generator: torch.Generator) -> Tensor:
+    """Training-time augmentation of ``[B, N, 3]``: anisotropic scaling, rotation about y, jitter."""
+    b = points.shape[0]
+    out = points
+    if cfg.scale_low != 1.0 or cfg.scale_high != 1.0:
+        scale = torch.empty(b, 1, 3).uniform_(cfg.scale_low, cfg.scale_high, generator=generator)
+        out = out * scale.to(points.device)
+    if cfg.rotate:
+        angle = torch.rand(b, generator=generator) * (2 * math.pi)
+        c, s = torch.cos(angle).to(points.device), torch.sin(angle).to(points.device)
+        x, y, z = out.unbind(-1)
+        out = torch.stack([c[:, None] * x + s[:, None] * z, y, -s[:, None] * x + c[:, None] * z], -1)
+    if cfg.jitter > 0:
+        noise = torch.randn(out.shape, generator=generator).to(points.device) * cfg.jitter
+        out = out + noise.clamp(-5 * cfg.jitter, 5 * cfg.jitter)
+    return out
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: nn.Module,
+    dataset: PointCloudDataset,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    predict: Callable[[Tensor], Tensor] | None = None,
+) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` (or ``predict(points) -> logits``) on ``dataset``."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for points, labels in dataset.batches(batch_size, device=device):
+        logits = (predict or model)(points)
+        correct += int((logits.argmax(-1) == labels).sum())
+    model.train(was_training)
+    return correct / max(len(dataset), 1)
+
+
+def classification_step(model: nn.Module, label_smoothing: float = 0.0) -> StepFn:
+    """The supervised step: cross-entropy of ``model(points)`` against the labels."""
+
+    def step(points: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(model(points), labels, label_smoothing=label_smoothing)
+
+    return step
+
+
+def fit(
+    model: nn.Module,
+    train: PointCloudDataset,
+    cfg: TrainConfig,
+    step: StepFn,
+    *,
+    params: Iterable[nn.Parameter] | None = None,
+    validate: Callable[[], float] | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    description: str = "training",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> FitResult:
+    """Train ``model`` for ``cfg.epochs`` on ``train`` and keep the best-validating weights.
+
+    ``step(points, labels, indices) -> loss`` computes the loss of one augmented batch
+    (``indices`` are the clouds' positions in ``train``, for per-cloud targets such as
+    cached teacher features). ``validate() -> score`` (higher is better) runs after each
+    epoch; the model ends with the weights of the best epoch (the last one without
+    ``validate``). Only ``params`` (default: all requiring grad) are optimised.
+    """
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise ValueError(f"{description}: nothing to train (no parameter requires grad)")
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    total = max(1, cfg.epochs * steps_per_epoch)
+
+    def lr_at(i: int) -> float:
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * i / total))
+
+    use_amp = cfg.amp and device.type == "cuda"
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    )
+    result = FitResult()
+    best_state: dict[str, Any] | None = None
+    start = time.perf_counter()
+    i = 0
+    with progress_bar(total, description, enabled=progress) as advance:
+        for epoch in range(cfg.epochs):
+            model.train()
+            losses = []
+            order = torch.randperm(len(train), generator=generator).numpy()
+            for s in range(steps_per_epoch):
+                idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+                points = torch.from_numpy(train.points[idx])
+                points = augment_points(points, cfg, generator).to(device)
+                labels = torch.from_numpy(train.labels[idx]).to(device)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(i)
+                with autocast():
+                    loss = step(points, labels, torch.from_numpy(idx))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{description}: loss became {loss.item()} at epoch {epoch + 1}; lower training.lr"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                i += 1
+                advance(info=f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f}")
+            result.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
+            score = validate() if validate is not None else float("nan")
+            result.val_score.append(score)
+            if validate is None or not result.val_score[:-1] or score > result.best_score:
+                result.best_score, result.best_epoch = score, epoch
+                if validate is not None:
+                    best_state = copy.deepcopy(model.state_dict())
+            if log is not None:
+                log(f"{description}: epoch {epoch + 1}/{cfg.epochs} loss {result.train_loss[-1]:.4f}"
+                    + (f" val {score:.4f}" if validate is not None else ""))
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
