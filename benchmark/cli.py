@@ -55,6 +55,42 @@ def populate_registries(plugins: Sequence[str] = ()) -> None:
 # ---------------------------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------------------------
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """The options every command that resolves a run configuration takes."""
+    p.add_argument("--profile", default=None, choices=available_profiles(),
+                   help="named preset of every parameter (smoke: seconds; default: embedded CPU run; "
+                   "paper: the MRPD paper's settings; ifd: IF-Defense's attack settings). "
+                   "Default: the --config file's 'profile:' key, else 'default'")
+    p.add_argument("--config", default=None, metavar="FILE", help="YAML file merged over the profile")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set attacks.pgd.budget=0.04 "
+                   "(value parsed as YAML); repeatable")
+    p.add_argument("--dataset", default=None, help="dataset name (see: bench list datasets)")
+    p.add_argument("--data-root", default=None, metavar="DIR", help="folder holding the dataset's files")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:<i>")
+    p.add_argument("--seed", type=int, default=None, help="seed of every random choice")
+    p.add_argument("--cache-dir", default=None, metavar="DIR", help="where datasets, weights, features and "
+                   "adversarial examples are cached (default: $PCRB_CACHE_DIR or the user cache dir)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import this module first (it may register models, defenses, ...); repeatable")
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Resolve profile < --config < --set < flags for ``run`` and ``train``."""
+    flags = {
+        "seed": args.seed,
+        "device": args.device,
+        "cache_dir": args.cache_dir,
+        "dataset": {"name": args.dataset, "root": args.data_root},
+        "plugins": args.plugin or None,
+    }
+    for key, option in (("defense", "defense"), ("attack", "attack"), ("protocol", "protocol"),
+                        ("batch_size", "batch_size"), ("limit", "limit"), ("out_dir", "out"),
+                        ("victim", "victim"), ("surrogate", "surrogate")):
+        flags[key] = getattr(args, option, None)
+    return resolve_config(args.profile, args.config, args.overrides, flags)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmark.env import package_versions
 
@@ -102,32 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
         "every defense. --defense/--attack take 'all', one name or a comma list.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p_run.add_argument("--profile", default=None, choices=available_profiles(),
-                       help="named preset of every parameter (smoke: seconds; default: embedded CPU run; "
-                       "paper: the MRPD paper's settings; ifd: IF-Defense's attack settings). "
-                       "Default: the --config file's 'profile:' key, else 'default'")
-    p_run.add_argument("--config", default=None, metavar="FILE", help="YAML file merged over the profile")
-    p_run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override any config field, e.g. --set attacks.pgd.budget=0.04 "
-                       "(value parsed as YAML); repeatable")
-    p_run.add_argument("--dataset", default=None, help="dataset name (see: bench list datasets)")
-    p_run.add_argument("--data-root", default=None, metavar="DIR", help="folder holding the dataset's files")
+    _add_config_options(p_run)
     p_run.add_argument("--victim", default=None, help="model under attack (see: bench list models)")
     p_run.add_argument("--surrogate", default=None, help="source model of the blackbox protocol")
     p_run.add_argument("--defense", default=None, help="'all', a name or a comma list (see: bench list defenses)")
     p_run.add_argument("--attack", default=None, help="'all', a name or a comma list (see: bench list attacks)")
     p_run.add_argument("--protocol", default=None, help="transfer, blackbox, adaptive, all, or a comma list")
-    p_run.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:<i>")
-    p_run.add_argument("--seed", type=int, default=None, help="seed of every random choice")
     p_run.add_argument("--batch-size", type=int, default=None, help="clouds per batch")
     p_run.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N test clouds")
-    p_run.add_argument("--cache-dir", default=None, metavar="DIR", help="where weights, features and "
-                       "adversarial examples are cached (default: $PCRB_CACHE_DIR or the user cache dir)")
     p_run.add_argument("--out", default=None, metavar="DIR", help="where result tables are written")
-    p_run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                       help="import this module first (it may register defenses, attacks, ...); repeatable")
     p_run.add_argument("--print-config", action="store_true",
                        help="print the resolved configuration and its hash, then stop")
+
+    p_train = sub.add_parser(
+        "train",
+        help="train (or load from the cache) models and report their accuracy",
+        description="Train the named models on the configured dataset, or load them from the weights "
+        "cache when the same configuration was trained before, and print their accuracy. Models a "
+        "model depends on (the CLIP teacher of the point transformers) are trained first. Training "
+        "settings: --set training.default.epochs=N or training.<model>.<field>=value.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p_train.add_argument("--model", required=True, help="a model name or a comma list (see: bench list models)")
+    _add_config_options(p_train)
+    p_train.add_argument("--force", action="store_true", help="retrain even when cached weights exist")
     return parser
 
 
@@ -235,22 +269,7 @@ def _check_names(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    flags = {
-        "defense": args.defense,
-        "attack": args.attack,
-        "protocol": args.protocol,
-        "seed": args.seed,
-        "device": args.device,
-        "batch_size": args.batch_size,
-        "limit": args.limit,
-        "cache_dir": args.cache_dir,
-        "out_dir": args.out,
-        "victim": args.victim,
-        "surrogate": args.surrogate,
-        "dataset": {"name": args.dataset, "root": args.data_root},
-        "plugins": args.plugin or None,
-    }
-    cfg = resolve_config(args.profile, args.config, args.overrides, flags)
+    cfg = _config_from_args(args)
     console = Console(stderr=True)
     if args.print_config:
         print(f"# config hash: {cfg.hash()}")
@@ -272,12 +291,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     raise NotYetAvailable("the evaluation harness is not yet available in this version of PCRB")
 
 
-def _prepare_data(cfg: RunConfig, console: Any) -> None:
+def _prepare_data(cfg: RunConfig, console: Any) -> dict[str, Any]:
     """Load (generate or read, then cache) both splits of the configured dataset and summarise them."""
     from benchmark.cache import resolve_cache_dir
     from benchmark.data import load_dataset
 
     cache_dir = resolve_cache_dir(cfg.cache_dir)
+    splits = {}
     for split in ("train", "test"):
         with console.status(f"preparing {cfg.dataset.name} ({split})"):
             ds = load_dataset(
@@ -293,9 +313,46 @@ def _prepare_data(cfg: RunConfig, console: Any) -> None:
             )
         console.print(f"  {split}: {len(ds)} clouds x {ds.num_points} points, {ds.num_classes} classes, "
                       f"fingerprint {ds.fingerprint}")
+        splits[split] = ds
+    return splits
 
 
-COMMANDS = {"list": cmd_list, "info": cmd_info, "run": cmd_run}
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from benchmark.cache import resolve_cache_dir
+    from benchmark.env import resolve_device
+    from benchmark.registry import MODELS
+
+    cfg = _config_from_args(args)
+    populate_registries(cfg.plugins)
+    names = MODELS.resolve(args.model)
+    device = resolve_device(cfg.device)
+    console = Console(stderr=True)
+    console.print(f"[bold]bench train[/] {', '.join(names)} on {cfg.dataset.name} device={device}")
+    check_params("models", cfg.models, MODELS)
+    data = _prepare_data(cfg, console)
+    from models.zoo import Zoo, ZooContext, describe_score
+
+    torch.manual_seed(cfg.seed)
+    zoo = Zoo(ZooContext(train=data["train"], test=data["test"], cache_dir=resolve_cache_dir(cfg.cache_dir),
+                         device=device, seed=cfg.seed, params=cfg.models, train_config=cfg.train_config,
+                         force=args.force, log=lambda msg: console.print(f"  {msg}")))
+    table = Table(title=f"models on {cfg.dataset.name} ({len(data['test'])} test clouds)", title_justify="left")
+    for column in ("model", "params", "score", "seconds", "source", "weights sha256"):
+        table.add_column(column)
+    for name in names:
+        ready = zoo.get(name)
+        meta = ready.meta
+        table.add_row(name, f"{sum(p.numel() for p in ready.model.parameters()):,}", describe_score(meta),
+                      f"{meta.get('seconds', '-')}", "cache" if ready.cached else "trained", ready.weights_hash[:12])
+    Console().print(table)
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "evaluate_accuracy",
     "fit",
     "progress_bar",
+    "split_indices",
     "split_validation",
 ]
 
@@ -74,23 +75,32 @@ def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator
         yield advance
 
 
-def split_validation(
-    dataset: PointCloudDataset, fraction: float, seed: int = 0
-) -> tuple[PointCloudDataset, PointCloudDataset | None]:
-    """Stratified split of a training set into ``(train, validation)``; no validation when ``fraction`` is 0."""
+def split_indices(dataset: PointCloudDataset, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified ``(train_indices, validation_indices)`` of a training set, each sorted.
+
+    About ``fraction`` of every class goes to validation (none when ``fraction`` is 0).
+    """
+    everything = np.arange(len(dataset))
     if fraction <= 0:
-        return dataset, None
+        return everything, everything[:0]
     rng = np.random.default_rng([seed, 101])
-    val_idx: list[np.ndarray] = []
+    val_idx: list[np.ndarray] = [everything[:0]]
     for c in range(dataset.num_classes):
         members = np.flatnonzero(dataset.labels == c)
         take = int(round(len(members) * fraction))
         if take and take < len(members):
             val_idx.append(rng.choice(members, take, replace=False))
-    if not val_idx:
-        return dataset, None
     val = np.sort(np.concatenate(val_idx))
-    train = np.setdiff1d(np.arange(len(dataset)), val)
+    return np.setdiff1d(everything, val), val
+
+
+def split_validation(
+    dataset: PointCloudDataset, fraction: float, seed: int = 0
+) -> tuple[PointCloudDataset, PointCloudDataset | None]:
+    """Stratified split of a training set into ``(train, validation)``; validation is None when empty."""
+    train, val = split_indices(dataset, fraction, seed)
+    if len(val) == 0:
+        return dataset, None
     return dataset.subset(train), dataset.subset(val)
 
 

@@ -1,0 +1,304 @@
+"""The model zoo: build, train or load every model a run needs, cached by config hash.
+
+``Zoo(ctx).get(name)`` returns a trained model for the dataset in ``ctx``: from the weights
+cache when an entry with the same key exists (architecture + parameters, training
+settings, dataset fingerprint, seed and the weights of the models it depends on), else
+trained here and stored as safetensors with a JSON sidecar (accuracy, epochs, seconds,
+versions). How a model is trained follows from what it is:
+
+- ``ClipTeacher``: a user's open_clip checkpoint is loaded as is (``models.clip.checkpoint``);
+  without one, the tiny embedded CLIP is trained with a CLIP loss on depth projections of
+  the training clouds paired with class captions from a few templates.
+- ``EmbeddingClassifier`` (the point transformers): aligned Uni3D-style into the CLIP space
+  — InfoNCE against the frozen CLIP image embedding of the cloud's projection plus
+  cross-entropy of the scaled cosine to the CLIP class-text embeddings — and then
+  classifies zero-shot style through those text embeddings.
+- ``PointCloudAutoencoder``: Chamfer reconstruction.
+- anything else with ``num_classes``: supervised cross-entropy (plug-in models included).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.cache import CorruptCacheError, entry_path, file_sha256, load_weights, read_sidecar, save_weights
+from benchmark.config import TrainConfig, config_hash
+from benchmark.data import PointCloudDataset
+from benchmark.env import package_versions
+from benchmark.geometry import chamfer_distance
+from benchmark.projection import DepthProjector, ProjectionConfig
+from benchmark.registry import MODELS
+from benchmark.training import classification_step, evaluate_accuracy, fit, split_indices, split_validation
+
+from .autoencoder import PointCloudAutoencoder
+from .clip import ClipTeacher, encode_text_classes
+from .heads import EmbeddingClassifier
+
+__all__ = ["CAPTION_TEMPLATES", "ZOO_VERSION", "Zoo", "ZooContext", "ZooModel", "describe_score"]
+
+#: Bump when training recipes change, so cached weights are retrained.
+ZOO_VERSION = 1
+
+#: Captions paired with depth images when training the embedded CLIP (and for zero-shot heads).
+CAPTION_TEMPLATES: tuple[str, ...] = (
+    "A depth picture of {}.",
+    "a depth map of a {}.",
+    "a point cloud of a {}.",
+    "a 3D rendering of the {}.",
+    "a grey silhouette of a {}.",
+)
+
+
+@dataclass
+class ZooContext:
+    """What the zoo needs to know: data, device, cache, parameters and training settings."""
+
+    train: PointCloudDataset
+    test: PointCloudDataset
+    cache_dir: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # config ``models:``
+    train_config: Callable[[str], TrainConfig] = lambda name: TrainConfig()
+    projection: ProjectionConfig = field(default_factory=lambda: ProjectionConfig(image_size=64))
+    force: bool = False  # retrain even when cached
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class ZooModel:
+    """A ready model plus the facts every result row needs to trace it."""
+
+    name: str
+    model: nn.Module
+    weights_hash: str  # sha256 of the weights file
+    meta: dict[str, Any]
+    cached: bool  # loaded rather than trained in this call
+
+
+class Zoo:
+    """Builds, trains or loads models by registry name, memoising them for one run."""
+
+    def __init__(self, ctx: ZooContext) -> None:
+        self.ctx = ctx
+        self._ready: dict[str, ZooModel] = {}
+
+    # -- public --------------------------------------------------------------------------------
+    def get(self, name: str) -> ZooModel:
+        """The trained model called ``name`` (loaded from the cache when possible)."""
+        if name not in self._ready:
+            self._ready[name] = self._load_or_train(name)
+        return self._ready[name]
+
+    # -- dispatch ------------------------------------------------------------------------------
+    def _params(self, name: str) -> dict[str, Any]:
+        return dict(self.ctx.params.get(name) or {})
+
+    def _build(self, name: str) -> nn.Module:
+        entry = MODELS.get(name)
+        params = self._params(name)
+        if name == "clip" or _issubclass(entry.obj, ClipTeacher):
+            return entry.build(**params)
+        if "num_points" in entry.defaults and "num_classes" not in entry.defaults:
+            params.setdefault("num_points", self.ctx.train.num_points)  # e.g. the autoencoder
+        else:
+            params.setdefault("num_classes", self.ctx.train.num_classes)
+        if name.startswith("point-transformer") or "embed_dim" in entry.defaults:
+            clip = self.get("clip").model
+            params.setdefault("embed_dim", clip.embed_dim)
+        return entry.build(**params)
+
+    def _dependencies(self, name: str, model: nn.Module) -> dict[str, str]:
+        return {"clip": self.get("clip").weights_hash} if isinstance(model, EmbeddingClassifier) else {}
+
+    def _key(self, name: str, model: nn.Module) -> str:
+        spec = {
+            "zoo": ZOO_VERSION,
+            "model": name,
+            "params": self._params(name),
+            "train": dataclasses.asdict(self.ctx.train_config(name)),
+            "dataset": self.ctx.train.fingerprint,
+            "num_points": self.ctx.train.num_points,
+            "seed": self.ctx.seed,
+            "deps": self._dependencies(name, model),
+            "projection": dataclasses.asdict(self.ctx.projection) if isinstance(model, (ClipTeacher,)) else None,
+        }
+        return f"{name}-{config_hash(spec)}"
+
+    def _load_or_train(self, name: str) -> ZooModel:
+        model = self._build(name)
+        if isinstance(model, ClipTeacher) and getattr(model, "pretrained_path", None):
+            path = Path(model.pretrained_path)
+            return ZooModel(name, model.eval(), file_sha256(path), {"checkpoint": str(path)}, cached=True)
+        path = entry_path(self.ctx.cache_dir, "weights", self._key(name, model), ".safetensors")
+        if not self.ctx.force:
+            try:
+                state, meta = load_weights(path)
+                model.load_state_dict(state)
+                record = read_sidecar(path)
+                self.ctx.log(f"{name}: loaded cached weights ({describe_score(meta)})")
+                return ZooModel(name, model.to(self.ctx.device).eval(), record["sha256"], meta, cached=True)
+            except FileNotFoundError:
+                pass
+            except (CorruptCacheError, RuntimeError) as err:
+                warnings.warn(f"{name}: cached weights unusable ({err}); retraining", RuntimeWarning, stacklevel=2)
+        model = model.to(self.ctx.device)
+        start = time.perf_counter()
+        meta = self._train(name, model)
+        meta.update(
+            seconds=round(time.perf_counter() - start, 1),
+            params=sum(p.numel() for p in model.parameters()),
+            device=str(self.ctx.device),
+            versions={k: v for k, v in package_versions().items() if k in ("pcrb", "torch", "open_clip_torch")},
+        )
+        save_weights(path, model.state_dict(), meta)
+        self.ctx.log(f"{name}: trained in {meta['seconds']:.0f} s ({describe_score(meta)})")
+        return ZooModel(name, model.eval(), read_sidecar(path)["sha256"], meta, cached=False)
+
+    def _train(self, name: str, model: nn.Module) -> dict[str, Any]:
+        cfg = self.ctx.train_config(name)
+        if isinstance(model, ClipTeacher):
+            return self._train_clip(name, model, cfg)
+        if isinstance(model, EmbeddingClassifier):
+            return self._train_embedding(name, model, cfg)
+        if isinstance(model, PointCloudAutoencoder):
+            return self._train_autoencoder(name, model, cfg)
+        if not hasattr(model, "num_classes"):
+            raise TypeError(f"model '{name}' ({type(model).__name__}) is neither a classifier nor a known teacher")
+        return self._train_classifier(name, model, cfg)
+
+    # -- recipes -------------------------------------------------------------------------------
+    def _fit_kwargs(self, name: str) -> dict[str, Any]:
+        return {"device": self.ctx.device, "seed": self.ctx.seed, "description": name,
+                "progress": self.ctx.progress, "log": self.ctx.log}
+
+    def _train_classifier(self, name: str, model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+        train, val = split_validation(self.ctx.train, cfg.val_fraction, self.ctx.seed)
+        base = classification_step(model, cfg.label_smoothing)
+        extra = getattr(model, "regularization_loss", None)  # e.g. PointNet's feature-transform term
+
+        def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
+            loss = base(points, labels, idx)
+            return loss + extra() if extra is not None else loss
+
+        validate = None if val is None else (lambda: evaluate_accuracy(model, val, device=self.ctx.device))
+        result = fit(model, train, cfg, step, validate=validate, **self._fit_kwargs(name))
+        return self._accuracy_meta(model, result, cfg)
+
+    def _train_autoencoder(self, name: str, model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+        train, val = split_validation(self.ctx.train, cfg.val_fraction, self.ctx.seed)
+
+        def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
+            return chamfer_distance(model(points), points, mode="both").mean()
+
+        @torch.no_grad()
+        def chamfer(data: PointCloudDataset) -> float:
+            model.eval()
+            values = [chamfer_distance(model(x), x, mode="both") for x, _ in data.batches(64, device=self.ctx.device)]
+            model.train()
+            return float(torch.cat(values).mean())
+
+        validate = None if val is None else (lambda: -chamfer(val))
+        result = fit(model, train, cfg, step, validate=validate, **self._fit_kwargs(name))
+        return {"epochs": cfg.epochs, "best_epoch": result.best_epoch, "test_chamfer": chamfer(self.ctx.test),
+                "train_loss": result.train_loss[-1] if result.train_loss else None}
+
+    def _class_text_embeddings(self, clip: ClipTeacher) -> Tensor:
+        return encode_text_classes(clip, self.ctx.train.class_names, CAPTION_TEMPLATES)
+
+    def _train_clip(self, name: str, clip: ClipTeacher, cfg: TrainConfig) -> dict[str, Any]:
+        projector = DepthProjector(dataclasses.replace(self.ctx.projection, image_size=clip.image_size))
+        train, val = split_validation(self.ctx.train, cfg.val_fraction, self.ctx.seed)
+        names = [c.replace("_", " ") for c in train.class_names]
+        captions = [[t.format(c) for t in CAPTION_TEMPLATES] for c in names]
+        tokens = clip.tokenize([cap for per_class in captions for cap in per_class]).to(self.ctx.device)
+        tokens = tokens.view(len(names), len(CAPTION_TEMPLATES), -1)
+        generator = torch.Generator().manual_seed(self.ctx.seed)
+
+        def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
+            template = torch.randint(len(CAPTION_TEMPLATES), (len(labels),), generator=generator).to(labels.device)
+            image = nn.functional.normalize(clip.encode_image(projector(points)), dim=-1)
+            text = nn.functional.normalize(clip.encode_text(tokens[labels, template]), dim=-1)
+            logits = clip.logit_scale_param.exp().clamp(max=100) * image @ text.T
+            # same-class captions are positives too: targets spread over them (label-aware CLIP loss)
+            same = (labels[:, None] == labels[None, :]).float()
+            targets = same / same.sum(1, keepdim=True)
+            return 0.5 * (_soft_ce(logits, targets) + _soft_ce(logits.T, targets))
+
+        def zero_shot(data: PointCloudDataset) -> float:
+            with torch.no_grad():
+                text = self._class_text_embeddings(clip)
+            return evaluate_accuracy(
+                clip, data, device=self.ctx.device,
+                predict=lambda x: nn.functional.normalize(clip.encode_image(projector(x)), dim=-1) @ text.T,
+            )
+
+        validate = None if val is None else (lambda: zero_shot(val))
+        result = fit(clip, train, cfg, step, validate=validate, **self._fit_kwargs(name))
+        return {"epochs": cfg.epochs, "best_epoch": result.best_epoch, "val_zero_shot": result.best_score,
+                "test_zero_shot_accuracy": zero_shot(self.ctx.test), "train_loss": result.train_loss[-1]}
+
+    def _train_embedding(self, name: str, model: EmbeddingClassifier, cfg: TrainConfig) -> dict[str, Any]:
+        clip = self.get("clip").model.to(self.ctx.device).eval().requires_grad_(False)
+        projector = DepthProjector(dataclasses.replace(self.ctx.projection, image_size=clip.image_size))
+        with torch.no_grad():
+            text = self._class_text_embeddings(clip)
+            model.head.set_class_embeddings(text)
+            images = torch.cat([
+                nn.functional.normalize(clip.encode_image(projector(x)), dim=-1)
+                for x, _ in self.ctx.train.batches(64, device=self.ctx.device)
+            ])
+        train_idx, val_idx = split_indices(self.ctx.train, cfg.val_fraction, self.ctx.seed)
+        train = self.ctx.train.subset(train_idx)
+        val = self.ctx.train.subset(val_idx) if len(val_idx) else None
+        train_rows = torch.from_numpy(train_idx).to(self.ctx.device)  # row of each train cloud in `images`
+        temperature = 0.07
+
+        def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
+            z = nn.functional.normalize(model.embed(points), dim=-1)
+            img = images[train_rows[idx.to(self.ctx.device)]]
+            logits = z @ img.T / temperature
+            target = torch.arange(len(z), device=z.device)
+            align = 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
+            return align + nn.functional.cross_entropy(model.head(z), labels, label_smoothing=cfg.label_smoothing)
+
+        validate = None if val is None else (lambda: evaluate_accuracy(model, val, device=self.ctx.device))
+        params = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+        result = fit(model, train, cfg, step, params=params, validate=validate, **self._fit_kwargs(name))
+        return self._accuracy_meta(model, result, cfg)
+
+    def _accuracy_meta(self, model: nn.Module, result: Any, cfg: TrainConfig) -> dict[str, Any]:
+        return {
+            "epochs": cfg.epochs,
+            "best_epoch": result.best_epoch,
+            "val_accuracy": result.best_score,
+            "test_accuracy": evaluate_accuracy(model, self.ctx.test, device=self.ctx.device),
+            "train_loss": result.train_loss[-1] if result.train_loss else None,
+        }
+
+
+def _soft_ce(logits: Tensor, targets: Tensor) -> Tensor:
+    return -(targets * logits.log_softmax(-1)).sum(-1).mean()
+
+
+def _issubclass(obj: Any, cls: type) -> bool:
+    return isinstance(obj, type) and issubclass(obj, cls)
+
+
+def describe_score(meta: dict[str, Any]) -> str:
+    """A model's headline score from its weights metadata, for tables and logs."""
+    for key in ("test_accuracy", "test_zero_shot_accuracy"):
+        if meta.get(key) is not None:
+            return f"{key.replace('_', ' ')} {100 * meta[key]:.1f}%"
+    if meta.get("test_chamfer") is not None:
+        return f"test chamfer {meta['test_chamfer']:.4f}"
+    return "no score"
