@@ -136,9 +136,11 @@ class Zoo:
 
     def _load_or_train(self, name: str) -> ZooModel:
         model = self._build(name)
-        if isinstance(model, ClipTeacher) and getattr(model, "pretrained_path", None):
-            path = Path(model.pretrained_path)
-            return ZooModel(name, model.eval(), file_sha256(path), {"checkpoint": str(path)}, cached=True)
+        checkpoint = self._params(name).get("checkpoint") if isinstance(model, ClipTeacher) else None
+        if checkpoint:  # the user's pretrained CLIP: used as is, traced by its file's hash
+            path = Path(checkpoint).expanduser()
+            model = model.to(self.ctx.device).freeze()
+            return ZooModel(name, model, file_sha256(path), {"checkpoint": str(path)}, cached=True)
         path = entry_path(self.ctx.cache_dir, "weights", self._key(name, model), ".safetensors")
         if not self.ctx.force:
             try:
@@ -228,7 +230,7 @@ class Zoo:
             template = torch.randint(len(CAPTION_TEMPLATES), (len(labels),), generator=generator).to(labels.device)
             image = nn.functional.normalize(clip.encode_image(projector(points)), dim=-1)
             text = nn.functional.normalize(clip.encode_text(tokens[labels, template]), dim=-1)
-            logits = clip.logit_scale_param.exp().clamp(max=100) * image @ text.T
+            logits = clip.model.logit_scale.exp().clamp(max=100) * image @ text.T
             # same-class captions are positives too: targets spread over them (label-aware CLIP loss)
             same = (labels[:, None] == labels[None, :]).float()
             targets = same / same.sum(1, keepdim=True)
