@@ -27,6 +27,7 @@ __all__ = [
     "hausdorff_distance",
     "index_points",
     "knn",
+    "knn_indices",
     "nearest_neighbor",
     "normalize_unit_sphere",
     "pairwise_sq_dists",
@@ -162,6 +163,31 @@ def _neighbour_indices(
     if not parts:  # Q == 0
         return torch.empty(batch, 0, k, dtype=torch.long, device=x.device)
     return torch.cat(parts, dim=1)
+
+
+def knn_indices(
+    x: Tensor,
+    k: int,
+    query: Tensor | None = None,
+    *,
+    exclude_self: bool = False,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Indices ``[B, Q, k]`` (ascending distance, no autograd) of the k nearest rows of ``x``.
+
+    Like :func:`knn` but for any feature dimension (``x [B, N, D]``, ``query [B, Q, D]``)
+    and without the distances: what feature-space graphs (DGCNN) need.
+    """
+    _check_cloud("x", x, dim=None)
+    if query is None:
+        query = x
+    else:
+        _check_cloud("query", query, dim=x.shape[-1])
+        _check_same_batch("x", x, "query", query)
+    available = x.shape[1] - (1 if exclude_self else 0)
+    if not isinstance(k, int) or k < 1 or k > available:
+        raise ValueError(f"k must be an int in [1, {available}] (points of x available); got k={k}")
+    return _neighbour_indices(x, query, k, exclude_self=exclude_self, chunk_size=chunk_size)
 
 
 def knn(

@@ -16,9 +16,10 @@ NOTES-env.md): ``W [x_j - x_i, x_i] = W1 x_j + (W2 - W1) x_i``, so both projecti
 made once per point and only the projected ``W1 x`` is gathered per edge. The weight is
 stored as the reference's ``[out, 2 C]`` matrix, so reference checkpoints map directly.
 In eval mode batch norm is a per-channel affine map and LeakyReLU is increasing, so the
-max over neighbours is taken before them (on ``W1 x_j``, sign-flipped for channels whose
-BN scale is negative): the same numbers and gradients, without normalising and
-activating the ``[B, N, k, out]`` edge tensor.
+winning neighbour is picked before them (the max of ``W1 x_j``, or the min for channels
+whose BN scale is negative) without autograd, and only the winners are gathered with
+gradient: the same numbers and input gradients, without normalising, activating or
+keeping the ``[B, N, k, out]`` edge tensor for backward.
 
 Floor 1: imports torch, ``benchmark.geometry`` and ``models`` only.
 """
@@ -30,22 +31,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.geometry import index_points, knn, pairwise_sq_dists
+from benchmark.geometry import index_points, knn_indices
 from models import register_model
 
 __all__ = ["DGCNN", "EdgeConv", "dgcnn", "dgcnn_small", "feature_knn"]
 
-#: Elements of one ``[B, chunk, N]`` distance block in :func:`feature_knn` (64 MB float32).
-_KNN_BLOCK_ELEMENTS = 2**24
+def _max_pool(x: Tensor, dim: int) -> Tensor:
+    """``x.amax(dim)``; with autograd, ``max(dim)`` instead (same values, far cheaper backward on CPU)."""
+    return x.max(dim=dim).values if torch.is_grad_enabled() and x.requires_grad else x.amax(dim=dim)
 
 
 @torch.no_grad()
 def feature_knn(x: Tensor, k: int) -> Tensor:
     """Indices of the k nearest neighbours of every point, in any feature dimension.
 
-    The point itself is its own nearest neighbour (distance 0), as in the reference DGCNN.
-    Distances come from ``benchmark.geometry.pairwise_sq_dists`` in blocks of query points
-    so memory stays ``O(B * chunk * N)``; selection is by ``topk``, never a full sort.
+    The point itself is its own nearest neighbour (distance 0), as in the reference DGCNN;
+    ``benchmark.geometry.knn_indices`` bounds memory by chunking and selects by ``topk``.
 
     Args:
         x: ``[B, N, D]`` float features.
@@ -54,17 +55,7 @@ def feature_knn(x: Tensor, k: int) -> Tensor:
     Returns:
         ``[B, N, k]`` long indices into ``x`` (no autograd).
     """
-    batch, n, dim = x.shape
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, N = {n}] (points per cloud); got k={k}")
-    if dim == 3:
-        return knn(x, k)[0]
-    chunk = max(1, _KNN_BLOCK_ELEMENTS // max(1, batch * n))
-    parts = [
-        pairwise_sq_dists(x[:, start : start + chunk], x).topk(k, dim=-1, largest=False).indices
-        for start in range(0, n, chunk)
-    ]
-    return torch.cat(parts, dim=1)
+    return knn_indices(x, k)
 
 
 class EdgeConv(nn.Module):
@@ -104,11 +95,19 @@ class EdgeConv(nn.Module):
         if self.training or not self.bn.track_running_stats:
             edges = index_points(nbr, idx) + ctr.unsqueeze(2)  # [B, N, k, out]
             edges = self.bn(edges.reshape(-1, out)).reshape(edges.shape)
-            return F.leaky_relu(edges, self.negative_slope).amax(dim=2)
-        # Eval: BN is y = a z + b per channel; max_k f(a z_k + b) = f(a * (s max_k s z_k) + b), s = sign(a).
+            return _max_pool(F.leaky_relu(edges, self.negative_slope), dim=2)
+        # Eval: BN is z -> a z + b per channel and LeakyReLU is increasing, so the max over
+        # neighbours of f(a (nbr_j + ctr_i) + b) is reached at the neighbour maximising
+        # sign(a) nbr_j. With autograd, pick it without autograd and gather only the winners.
         scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
         sign = torch.where(scale < 0, -1.0, 1.0).to(x.dtype)
-        pooled = index_points(nbr * sign, idx).amax(dim=2) * sign + ctr  # [B, N, out]
+        if torch.is_grad_enabled() and nbr.requires_grad:
+            with torch.no_grad():
+                best = index_points(nbr * sign, idx).max(dim=2).indices  # [B, N, out], in [0, k)
+                winner = idx.gather(2, best)  # [B, N, out], point index per channel
+            pooled = nbr.gather(1, winner) + ctr  # [B, N, out]
+        else:
+            pooled = index_points(nbr * sign, idx).amax(dim=2) * sign + ctr
         pooled = F.batch_norm(
             pooled.reshape(-1, out),
             self.bn.running_mean,
@@ -126,7 +125,8 @@ class DGCNN(nn.Module):
 
     Args:
         num_classes: C.
-        k: neighbours per point in every EdgeConv graph (paper: 20); needs ``N >= k``.
+        k: neighbours per point in every EdgeConv graph (paper: 20); a cloud of fewer
+            points uses all of them.
         edge_channels: output widths of the EdgeConv layers (paper: 64-64-128-256).
         emb_dims: width of the shared layer before pooling (paper: 1024).
         head: hidden widths of the classifier (paper: 512-256).
@@ -168,13 +168,14 @@ class DGCNN(nn.Module):
     def global_feature(self, points: Tensor) -> Tensor:
         """``points`` ``[B, N, 3]`` -> ``[B, 2 * emb_dims]`` (max-pool then avg-pool)."""
         x = points
+        k = min(self.k, points.shape[1])  # a cloud with fewer than k points: all of them
         features = []
         for conv in self.edge_convs:
-            x = conv(x, feature_knn(x, self.k))
+            x = conv(x, feature_knn(x, k))
             features.append(x)
         y = self.embed(torch.cat(features, dim=-1))  # [B, N, emb]
         y = F.leaky_relu(self.embed_bn(y.reshape(-1, y.shape[-1])).reshape(y.shape), self.negative_slope)
-        return torch.cat([y.amax(dim=1), y.mean(dim=1)], dim=-1)
+        return torch.cat([_max_pool(y, dim=1), y.mean(dim=1)], dim=-1)
 
     def forward(self, points: Tensor) -> Tensor:
         """``points`` ``[B, N, 3]`` float32 -> logits ``[B, num_classes]``."""
@@ -184,12 +185,12 @@ class DGCNN(nn.Module):
 @register_model("dgcnn")
 def dgcnn(num_classes: int = 40, **kwargs) -> DGCNN:
     """DGCNN (Wang et al. 2019), k=20, EdgeConv 64-64-128-256, emb 1024: the graph-based victim, 1.8 M parameters."""
-    sizes = dict(k=20, edge_channels=(64, 64, 128, 256), emb_dims=1024, head=(512, 256))
+    sizes = {"k": 20, "edge_channels": (64, 64, 128, 256), "emb_dims": 1024, "head": (512, 256)}
     return DGCNN(num_classes=num_classes, **{**sizes, **kwargs})
 
 
 @register_model("dgcnn-small")
 def dgcnn_small(num_classes: int = 40, **kwargs) -> DGCNN:
     """DGCNN with k=16 and emb 512: a lighter graph-based model for CPU runs and tests, 1.0 M parameters."""
-    sizes = dict(k=16, edge_channels=(64, 64, 128, 256), emb_dims=512, head=(512, 256))
+    sizes = {"k": 16, "edge_channels": (64, 64, 128, 256), "emb_dims": 512, "head": (512, 256)}
     return DGCNN(num_classes=num_classes, **{**sizes, **kwargs})

@@ -69,6 +69,11 @@ def ball_query(xyz: Tensor, centres: Tensor, radius: float, nsample: int) -> Ten
     return idx
 
 
+def _max_pool(x: Tensor, dim: int) -> Tensor:
+    """``x.amax(dim)``; with autograd, ``max(dim)`` instead (same values, far cheaper backward on CPU)."""
+    return x.max(dim=dim).values if torch.is_grad_enabled() and x.requires_grad else x.amax(dim=dim)
+
+
 class SharedMLP(nn.Module):
     """Per-point MLP, channels last: ``(Linear -> BN -> ReLU)`` per width.
 
@@ -139,7 +144,7 @@ class SetAbstraction(nn.Module):
             grouped = index_points(xyz, idx) - centres.unsqueeze(2)  # [B, S, K, 3]
             if features is not None:
                 grouped = torch.cat([grouped, index_points(features, idx)], dim=-1)
-        return centres, self.mlp(grouped).amax(dim=2)
+        return centres, _max_pool(self.mlp(grouped), dim=2)
 
 
 class PointNet2SSG(nn.Module):
@@ -196,5 +201,5 @@ class PointNet2SSG(nn.Module):
 @register_model("pointnet2-ssg")
 def pointnet2_ssg(num_classes: int = 40, **kwargs) -> PointNet2SSG:
     """PointNet++ (Qi et al. 2017), single-scale grouping, FPS + ball query in pure torch: 1.5 M parameters."""
-    sizes = dict(sa_layers=SSG_LAYERS, global_mlp=(256, 512, 1024), head=(512, 256))
+    sizes = {"sa_layers": SSG_LAYERS, "global_mlp": (256, 512, 1024), "head": (512, 256)}
     return PointNet2SSG(num_classes=num_classes, **{**sizes, **kwargs})
