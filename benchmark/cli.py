@@ -348,7 +348,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         meta = ready.meta
         table.add_row(name, f"{sum(p.numel() for p in ready.model.parameters()):,}", describe_score(meta),
                       f"{meta.get('seconds', '-')}", "cache" if ready.cached else "trained", ready.weights_hash[:12])
-    Console().print(table)
+    Console(width=max(120, Console().width)).print(table)
     return 0
 
 

@@ -9,8 +9,9 @@ versions). How a model is trained follows from what it is:
 - ``ClipTeacher``: a user's open_clip checkpoint is loaded as is (``models.clip.checkpoint``);
   without one, the tiny embedded CLIP is trained with a CLIP loss on depth projections of
   the training clouds paired with class captions from a few templates.
-- ``EmbeddingClassifier`` (the point transformers): aligned Uni3D-style into the CLIP space
-  — InfoNCE against the frozen CLIP image embedding of the cloud's projection plus
+- ``EmbeddingClassifier`` (models registered with the tag ``clip-space``: the point
+  transformers): built with the CLIP's embedding size and a text head, aligned Uni3D-style
+  into the CLIP space — InfoNCE against the frozen CLIP image embedding of the cloud's projection plus
   cross-entropy of the scaled cosine to the CLIP class-text embeddings — and then
   classifies zero-shot style through those text embeddings.
 - ``PointCloudAutoencoder``: Chamfer reconstruction.
@@ -110,12 +111,16 @@ class Zoo:
             return entry.build(**params)
         if "num_points" in entry.defaults and "num_classes" not in entry.defaults:
             params.setdefault("num_points", self.ctx.train.num_points)  # e.g. the autoencoder
-        else:
-            params.setdefault("num_classes", self.ctx.train.num_classes)
-        if name.startswith("point-transformer") or "embed_dim" in entry.defaults:
-            clip = self.get("clip").model
-            params.setdefault("embed_dim", clip.embed_dim)
-        return entry.build(**params)
+            return entry.build(**params)
+        params.setdefault("num_classes", self.ctx.train.num_classes)
+        if "clip-space" in entry.tags:  # a point encoder trained into the CLIP embedding space
+            params.setdefault("embed_dim", self.get("clip").model.embed_dim)
+            params.setdefault("head", "text")
+            params.setdefault("class_names", self.ctx.train.class_names)
+        model = entry.build(**params)
+        if not getattr(model, "class_names", None):
+            model.class_names = tuple(self.ctx.train.class_names)
+        return model
 
     def _dependencies(self, name: str, model: nn.Module) -> dict[str, str]:
         return {"clip": self.get("clip").weights_hash} if isinstance(model, EmbeddingClassifier) else {}

@@ -1,0 +1,456 @@
+"""The prompt-capable point transformer: a Point-BERT / Uni3D-style encoder into a CLIP space.
+
+    points [B, N, 3] -> FPS centres [B, G, 3] + kNN groups [B, G, K, 3] (relative to centre)
+    -> mini-PointNet per group [B, G, E] -> Linear to width [B, G, W] (+ MLP(centre) pos)
+    -> [CLS, prompts, patches] -> depth x pre-norm transformer block -> LayerNorm
+    -> CLS output (or CLS ++ max over patches) -> Linear into the embedding space [B, D]
+
+Prompt tokens (MRPD's point prompt, PROTOCOL.md section 4) go in once, right after CLS,
+before the first block, with a zero positional embedding; ``prompts=None`` is the plain
+encoder. The registered variants at the bottom return an
+:class:`~models.heads.EmbeddingClassifier` (the encoder plus a linear or text-embedding head).
+
+Floor 1: imports torch, ``benchmark.geometry`` and ``models`` only.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmark.geometry import farthest_point_sample, index_points, knn
+from models import register_model
+from models.heads import EmbeddingClassifier, make_head
+
+__all__ = [
+    "Attention",
+    "Block",
+    "DropPath",
+    "GroupEncoder",
+    "PointTransformer",
+    "group_points",
+    "point_transformer_student",
+    "point_transformer_student_paper",
+    "point_transformer_teacher",
+    "point_transformer_teacher_paper",
+]
+
+_LN_EPS = 1e-6  # timm / EVA LayerNorm epsilon, so Uni3D weights behave identically
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def group_points(points: Tensor, num_groups: int, group_size: int) -> tuple[Tensor, Tensor]:
+    """Split clouds into local patches: FPS centres and their k nearest points.
+
+    Indices (FPS from index 0, kNN by ``cdist`` + ``topk``) are chosen without autograd; the
+    coordinates are then gathered from ``points``, so gradients reach every gathered point.
+
+    Args:
+        points: ``[B, N, 3]`` float, ``N >= max(num_groups, group_size)``.
+        num_groups: ``G`` centres per cloud.
+        group_size: ``K`` neighbours per centre (the centre itself is one of them).
+
+    Returns:
+        ``(neighbourhoods, centres)``: ``[B, G, K, 3]`` neighbour coordinates minus their
+        centre, and ``[B, G, 3]`` centre coordinates (FPS order).
+    """
+    with torch.no_grad():
+        detached = points.detach()
+        centre_idx = farthest_point_sample(detached, num_groups)  # [B, G]
+        neighbour_idx, _ = knn(detached, group_size, query=index_points(detached, centre_idx))  # [B, G, K]
+    centres = index_points(points, centre_idx)
+    neighbourhoods = index_points(points, neighbour_idx) - centres.unsqueeze(2)
+    return neighbourhoods, centres
+
+
+class _BatchNormLast(nn.BatchNorm1d):
+    """BatchNorm1d over every leading dim of a channels-last tensor ``[..., C]``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
+class GroupEncoder(nn.Module):
+    """Point-BERT's mini-PointNet patch embedding ("Encoder"), channels last.
+
+    ``first_conv``: shared MLP ``3 -> h0 (BN, ReLU) -> h1``; max-pool over the group;
+    the pooled feature is concatenated to every point (``2 * h1``); ``second_conv``: shared
+    MLP ``2 * h1 -> h2 (BN, ReLU) -> out_dim``; max-pool again. Point-BERT / Uni3D use
+    ``hidden = (128, 256, 512)``. BatchNorm uses running statistics in eval mode, so an
+    eval-mode encoder treats every sample independently.
+
+    Args:
+        out_dim: ``E``, the patch feature size.
+        hidden: ``(h0, h1, h2)``.
+    """
+
+    def __init__(self, out_dim: int, hidden: Sequence[int] = (128, 256, 512)) -> None:
+        super().__init__()
+        h0, h1, h2 = (int(h) for h in hidden)
+        self.out_dim = int(out_dim)
+        # Same indices as Uni3D's nn.Sequential(Conv1d, BatchNorm1d, ReLU, Conv1d): keys map 1:1.
+        self.first_conv = nn.Sequential(nn.Linear(3, h0), _BatchNormLast(h0), nn.ReLU(), nn.Linear(h0, h1))
+        self.second_conv = nn.Sequential(
+            nn.Linear(2 * h1, h2), _BatchNormLast(h2), nn.ReLU(), nn.Linear(h2, self.out_dim)
+        )
+
+    def forward(self, neighbourhoods: Tensor) -> Tensor:
+        """``neighbourhoods`` ``[B, G, K, 3]`` (relative coordinates) -> ``[B, G, E]``."""
+        feature = self.first_conv(neighbourhoods)  # [B, G, K, h1]
+        pooled = feature.amax(dim=2, keepdim=True).expand_as(feature)
+        feature = self.second_conv(torch.cat([pooled, feature], dim=-1))  # [B, G, K, E]
+        return feature.amax(dim=2)
+
+
+# --------------------------------------------------------------------------- transformer
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch per sample with probability ``p`` (training only)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1); got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``[B, ...]`` -> same shape, whole samples zeroed and the rest rescaled."""
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention, batch first, fused ``qkv`` projection (timm/EVA names).
+
+    Args:
+        width: ``W``, divisible by ``num_heads``.
+        num_heads: heads; each has ``W / num_heads`` channels.
+        qkv_bias: bias on the ``qkv`` projection (EVA: q and v biases, zero k bias).
+    """
+
+    def __init__(self, width: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"width {width} must be divisible by num_heads {num_heads}")
+        self.num_heads = int(num_heads)
+        self.qkv = nn.Linear(width, 3 * width, bias=qkv_bias)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``[B, L, W]`` -> ``[B, L, W]``."""
+        b, length, width = x.shape
+        qkv = self.qkv(x).reshape(b, length, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, H, L, W / H]
+        return self.proj(out.transpose(1, 2).reshape(b, length, width))
+
+
+class Mlp(nn.Module):
+    """Transformer MLP ``W -> hidden (GELU) -> W`` (timm ``Mlp`` names: ``fc1``, ``fc2``)."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``[..., W]`` -> ``[..., W]``."""
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(LN(x))``, then ``x + mlp(LN(x))`` (timm/EVA names)."""
+
+    def __init__(
+        self, width: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0, qkv_bias: bool = True
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=_LN_EPS)
+        self.attn = Attention(width, num_heads, qkv_bias=qkv_bias)
+        self.norm2 = nn.LayerNorm(width, eps=_LN_EPS)
+        self.mlp = Mlp(width, int(width * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``[B, L, W]`` -> ``[B, L, W]``."""
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+# --------------------------------------------------------------------------- the encoder
+
+
+class PointTransformer(nn.Module):
+    """Point-BERT / Uni3D-style point cloud encoder with optional shallow prompt tokens.
+
+    Token sequence fed to the first block: ``[CLS + cls_pos, prompts + 0, patch + pos(centre)]``
+    (length ``1 + P + G``). The output is the final-LayerNorm'd **CLS token** projected by
+    ``trans2embed`` into the shared embedding space (``pool="cls"``, the default: what Uni3D
+    and the MRPD code do, so Uni3D's ``trans2embed`` loads unchanged). ``pool="cls+max"``
+    concatenates the max over the patch tokens (Point-BERT's classifier input; prompts are
+    excluded from the max) and doubles ``trans2embed``'s input. The embedding is not
+    normalised; heads normalise.
+
+    Args:
+        width: ``W``, the token size (prompts must be ``W`` wide).
+        depth: transformer blocks.
+        num_heads: attention heads (``W % num_heads == 0``).
+        num_groups: ``G`` FPS centres (patches) per cloud.
+        group_size: ``K`` nearest neighbours per patch.
+        embed_dim: ``D``, the shared (CLIP) embedding size.
+        drop_path: stochastic-depth rate of the last block (linear from 0 over the blocks).
+        mlp_ratio: block MLP hidden size / W.
+        encoder_dim: ``E``, the mini-PointNet's output size (default ``W``; Uni3D uses 512),
+            bridged to ``W`` by the ``encoder2trans`` linear layer.
+        encoder_hidden: the mini-PointNet's hidden sizes ``(h0, h1, h2)``.
+        pool: ``"cls"`` or ``"cls+max"`` (see above).
+
+    Shapes: ``encode(points [B, N, 3], prompts [B, P, W] | [P, W] | None) -> [B, D]`` with
+    ``N >= max(G, K)``. Vectorised over the batch; gradients flow to ``points`` (and to
+    ``prompts``) through the gathered coordinates. Freeze the backbone with
+    ``requires_grad_(False)`` **and** keep it in ``eval()``: in train mode BatchNorm would
+    use (and update) batch statistics.
+
+    Loading Uni3D weights
+    ---------------------
+    Uni3D (baaivision/Uni3D, ``models/point_encoder.py`` + ``models/uni3d.py``) is a
+    ``PointcloudEncoder`` — Point-BERT grouping and mini-PointNet — around the blocks of a
+    timm EVA ViT (``visual``, made by ``timm.create_model(args.pc_model)``). Names here follow
+    it, so a checkpoint maps mostly by prefix. Read it with
+    ``torch.load(path, map_location="cpu", weights_only=True)["module"]`` (if the pickle holds
+    non-tensor objects, convert it to safetensors once in a trusted environment), strip a
+    leading ``module.`` and then ``point_encoder.``, and map:
+
+    - ``encoder.first_conv.0.weight`` ``[128, 6, 1]`` -> ``encoder.first_conv.0.weight``
+      ``[128, 3]`` = ``w[:, :3, 0]``, and ``encoder.first_conv.0.bias += w[:, 3:, 0] @ rgb``:
+      Uni3D's first layer reads xyz + rgb and gives uncoloured clouds a constant grey
+      ``rgb = (0.4, 0.4, 0.4)``, so folding the colour into the bias is exact.
+    - ``encoder.{first,second}_conv.{0,3}.weight`` (Conv1d, kernel 1) -> same name,
+      ``w[..., 0]`` (Linear); their biases and the BatchNorms ``encoder.*_conv.1.*`` as is.
+    - ``encoder2trans.*``, ``cls_token``, ``cls_pos``, ``pos_embed.{0,2}.*``,
+      ``trans2embed.*`` -> same names, as is (with ``encoder_dim=512``, ``pool="cls"``).
+    - ``visual.blocks.{i}.norm{1,2}.*``, ``.attn.proj.*`` -> ``blocks.{i}.norm{1,2}.*``,
+      ``blocks.{i}.attn.proj.*``, as is (LayerNorm eps 1e-6, as timm).
+    - attention input: EVA-01 / EVA02-S (fused) ``attn.qkv.weight`` -> ``attn.qkv.weight``
+      and ``attn.qkv.bias = cat(q_bias, zeros, v_bias)``; EVA02-B/L (unfused)
+      ``attn.{q,k,v}_proj.weight`` -> concatenated into ``attn.qkv.weight``, bias
+      ``cat(q_proj.bias, zeros, v_proj.bias)``.
+    - ``visual.blocks.{i}.mlp.fc{1,2}.*`` -> ``blocks.{i}.mlp.fc{1,2}.*``: EVA-01 only
+      (Uni3D-g, ``mlp_ratio=6144/1408``).
+    - ``visual.fc_norm.*`` (the fine-tuned EVA/EVA02 configs pool ``"avg"``, so ``norm`` is
+      Identity; otherwise ``visual.norm.*``) -> ``norm.*``. Uni3D normalises only the CLS
+      token; LayerNorm is per token, so normalising all tokens gives the same CLS output.
+    - dropped: ``logit_scale`` (Uni3D's training temperature; argmax is unaffected — pass
+      ``exp`` of it as a ``TextEmbeddingHead``'s ``logit_scale`` if wanted) and the image
+      parts of the timm ViT that Uni3D never calls: ``visual.patch_embed.*``,
+      ``visual.pos_embed``, ``visual.cls_token``, ``visual.head.*``, ``visual.rope.*``
+      (Uni3D calls ``blk(x)`` without RoPE).
+
+    Configs: Uni3D-g (EVA-01 giant) ``width=1408, depth=40, num_heads=16,
+    mlp_ratio=6144/1408``; Uni3D-L / -B (EVA02) 1024 x 24 x 16 / 768 x 12 x 12; all with
+    ``encoder_dim=512, num_groups=512, group_size=64, embed_dim=1024`` (EVA02-E-14-plus).
+    Only Uni3D-g maps completely today. EVA02 blocks need a SwiGLU MLP option to load:
+    B/L use ``mlp.fc1_g``, ``mlp.fc1_x``, an inner ``mlp.norm`` and ``mlp.fc2`` (hidden
+    ``int(W * 4 * 2/3)``, SiLU gate); EVA02-S (an ``-student-paper`` initialisation) packs
+    ``mlp.fc1`` as ``[2 * hidden, W]`` without the inner norm. Inputs must match Uni3D's
+    too: y and z swapped (``xyz[:, [1, 2]] = xyz[:, [2, 1]]``), unit-sphere normalised,
+    10,000 points in its evaluation. Grouping matches: Uni3D's CUDA FPS also starts at index
+    0, and its kNN is ``topk`` of squared distances (neighbour order is irrelevant after
+    the max-pool).
+    """
+
+    def __init__(
+        self,
+        width: int = 128,
+        depth: int = 4,
+        num_heads: int = 4,
+        num_groups: int = 32,
+        group_size: int = 16,
+        embed_dim: int = 256,
+        drop_path: float = 0.0,
+        mlp_ratio: float = 4.0,
+        encoder_dim: int | None = None,
+        encoder_hidden: Sequence[int] = (128, 256, 512),
+        pool: str = "cls",
+    ) -> None:
+        super().__init__()
+        if pool not in ("cls", "cls+max"):
+            raise ValueError(f"unknown pool {pool!r}; expected 'cls' or 'cls+max'")
+        for name, value in (("width", width), ("depth", depth), ("num_heads", num_heads),
+                            ("num_groups", num_groups), ("group_size", group_size), ("embed_dim", embed_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        self.width = width
+        self.depth = depth
+        self.num_heads = num_heads
+        self.num_groups = num_groups
+        self.group_size = group_size
+        self.embed_dim = embed_dim
+        self.pool = pool
+        encoder_dim = int(encoder_dim or width)
+
+        self.encoder = GroupEncoder(encoder_dim, encoder_hidden)
+        self.encoder2trans = nn.Linear(encoder_dim, width)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.cls_pos = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, width))
+        rates = torch.linspace(0.0, float(drop_path), depth).tolist()
+        self.blocks = nn.ModuleList(Block(width, num_heads, mlp_ratio, rate) for rate in rates)
+        self.norm = nn.LayerNorm(width, eps=_LN_EPS)
+        self.trans2embed = nn.Linear(width * (2 if pool == "cls+max" else 1), embed_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """timm ViT init: truncated normal (std 0.02) weights, zero biases, unit LayerNorms."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+                module.reset_parameters()
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.cls_pos, std=0.02)
+
+    # -- pieces -----------------------------------------------------------------------------
+    def _check_points(self, points: Tensor) -> None:
+        if not isinstance(points, Tensor) or points.dim() != 3 or points.shape[-1] != 3:
+            shape = list(points.shape) if isinstance(points, Tensor) else type(points).__name__
+            raise ValueError(f"points must be a float tensor [B, N, 3]; got {shape}")
+        if not points.is_floating_point():
+            raise ValueError(f"points must be floating point (float32); got {points.dtype}")
+        need = max(self.num_groups, self.group_size)
+        if points.shape[1] < need:
+            raise ValueError(
+                f"points has N={points.shape[1]} points per cloud but this PointTransformer needs "
+                f"N >= {need} (num_groups={self.num_groups}, group_size={self.group_size}); "
+                "resample the clouds or build a variant with fewer/smaller groups"
+            )
+
+    def _expand_prompts(self, prompts: Tensor | None, batch: int) -> Tensor | None:
+        """``[P, W]`` or ``[B, P, W]`` -> ``[B, P, W]``; None or ``P == 0`` -> None."""
+        if prompts is None:
+            return None
+        if not isinstance(prompts, Tensor) or prompts.dim() not in (2, 3) or prompts.shape[-1] != self.width:
+            shape = list(prompts.shape) if isinstance(prompts, Tensor) else type(prompts).__name__
+            raise ValueError(f"prompts must be [B, P, {self.width}] or [P, {self.width}] (width); got {shape}")
+        if prompts.dim() == 2:
+            prompts = prompts.unsqueeze(0).expand(batch, -1, -1)
+        elif prompts.shape[0] != batch:
+            raise ValueError(
+                f"prompts [B, P, W] has B={prompts.shape[0]} but points has B={batch}; "
+                "pass [P, W] to share one set of prompts across the batch"
+            )
+        return prompts if prompts.shape[1] > 0 else None
+
+    def tokens(self, points: Tensor, prompts: Tensor | None = None) -> Tensor:
+        """The token sequence entering the first block, positional embeddings added.
+
+        Args:
+            points: ``[B, N, 3]`` float32.
+            prompts: ``[B, P, W]``, ``[P, W]`` (shared by the batch) or None.
+
+        Returns:
+            ``[B, 1 + P + G, W]``: ``CLS + cls_pos``, the prompts unchanged (zero positional
+            embedding), then each patch token plus ``pos_embed(centre)``.
+        """
+        self._check_points(points)
+        batch = points.shape[0]
+        neighbourhoods, centres = group_points(points, self.num_groups, self.group_size)
+        patches = self.encoder2trans(self.encoder(neighbourhoods)) + self.pos_embed(centres)  # [B, G, W]
+        parts = [(self.cls_token + self.cls_pos).expand(batch, -1, -1)]
+        prompts = self._expand_prompts(prompts, batch)
+        if prompts is not None:
+            parts.append(prompts.to(patches.dtype))
+        parts.append(patches)
+        return torch.cat(parts, dim=1)
+
+    # -- public -----------------------------------------------------------------------------
+    def encode(self, points: Tensor, prompts: Tensor | None = None) -> Tensor:
+        """Embed clouds into the shared space.
+
+        Args:
+            points: ``[B, N, 3]`` float32, ``N >= max(num_groups, group_size)``.
+            prompts: ``[B, P, W]``, ``[P, W]`` or None (the plain encoder).
+
+        Returns:
+            ``[B, embed_dim]``, not normalised.
+        """
+        x = self.tokens(points, prompts)
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        pooled = x[:, 0]
+        if self.pool == "cls+max":
+            num_patches = self.num_groups
+            pooled = torch.cat([pooled, x[:, -num_patches:].amax(dim=1)], dim=-1)
+        return self.trans2embed(pooled)
+
+    def forward(self, points: Tensor, prompts: Tensor | None = None) -> Tensor:
+        """Same as :meth:`encode`: ``[B, N, 3]`` -> ``[B, embed_dim]``."""
+        return self.encode(points, prompts)
+
+    def extra_repr(self) -> str:
+        return (f"width={self.width}, depth={self.depth}, num_heads={self.num_heads}, "
+                f"groups={self.num_groups}x{self.group_size}, embed_dim={self.embed_dim}, pool={self.pool!r}")
+
+
+# --------------------------------------------------------------------------- registered variants
+
+#: Paper scale embeds into EVA02-E-14-plus's 1024-d CLIP space; Uni3D's mini-PointNet ends at 512.
+_PAPER = {"embed_dim": 1024, "encoder_dim": 512}
+_HEAD_ARGS = ("num_classes", "class_embeddings", "class_names", "head", "logit_scale")
+
+
+def _create(sizes: dict[str, Any], **kwargs: Any) -> EmbeddingClassifier:
+    """A classifier around ``PointTransformer(**sizes, **encoder overrides)``.
+
+    Head keywords (the rest go to :class:`PointTransformer`, overriding ``sizes``):
+    ``num_classes`` (C), ``class_embeddings`` (``[C, embed_dim]`` tensor -> text-embedding
+    head), ``head`` (``"linear"`` / ``"text"``; default text iff class embeddings are given),
+    ``class_names``, ``logit_scale`` (text head, default 100).
+    """
+    head_args = {k: kwargs.pop(k) for k in _HEAD_ARGS if k in kwargs}
+    class_names = head_args.pop("class_names", None)
+    encoder = PointTransformer(**{**sizes, **kwargs})
+    return EmbeddingClassifier(encoder, make_head(encoder.embed_dim, **head_args), class_names=class_names)
+
+
+@register_model("point-transformer-student", tags=("clip-space",))
+def point_transformer_student(**kwargs: Any) -> EmbeddingClassifier:
+    """Prompt-capable point transformer, small (4 x w128, 32 x 16 groups): MRPD's student on CPU."""
+    sizes = {"width": 128, "depth": 4, "num_heads": 4, "num_groups": 32, "group_size": 16, "embed_dim": 256}
+    return _create(sizes, **kwargs)
+
+
+@register_model("point-transformer-teacher", tags=("clip-space",))
+def point_transformer_teacher(**kwargs: Any) -> EmbeddingClassifier:
+    """Point transformer, larger (6 x w192, 64 x 32 groups): MRPD's 3D teacher on CPU."""
+    sizes = {"width": 192, "depth": 6, "num_heads": 6, "num_groups": 64, "group_size": 32, "embed_dim": 256}
+    return _create(sizes, **kwargs)
+
+
+@register_model("point-transformer-student-paper", tags=("clip-space",))
+def point_transformer_student_paper(**kwargs: Any) -> EmbeddingClassifier:
+    """Prompt-capable point transformer at paper scale (12 x w384, 512 x 32; Uni3D-S-like), GPU."""
+    sizes = {"width": 384, "depth": 12, "num_heads": 6, "num_groups": 512, "group_size": 32, **_PAPER}
+    return _create(sizes, **kwargs)
+
+
+@register_model("point-transformer-teacher-paper", tags=("clip-space",))
+def point_transformer_teacher_paper(**kwargs: Any) -> EmbeddingClassifier:
+    """Point transformer at paper scale (12 x w768, 512 x 64; Uni3D-B-like 3D teacher), GPU."""
+    sizes = {"width": 768, "depth": 12, "num_heads": 12, "num_groups": 512, "group_size": 64, **_PAPER}
+    return _create(sizes, **kwargs)
