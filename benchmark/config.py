@@ -109,6 +109,7 @@ class TrainConfig:
     epochs: int = 10
     lr: float = 1e-3
     min_lr: float = 1e-5  # cosine schedule floor
+    warmup: float = 0.05  # fraction of all steps with a linear learning-rate warm-up
     weight_decay: float = 1e-4  # AdamW
     batch_size: int = 32
     label_smoothing: float = 0.0

@@ -183,8 +183,13 @@ def fit(
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
     total = max(1, cfg.epochs * steps_per_epoch)
 
+    warmup = int(cfg.warmup * total)
+
     def lr_at(i: int) -> float:
-        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * i / total))
+        if i < warmup:
+            return cfg.lr * (i + 1) / warmup
+        progress = (i - warmup) / max(1, total - warmup)
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
     use_amp = cfg.amp and device.type == "cuda"
     autocast = (

@@ -7,8 +7,9 @@ trained here and stored as safetensors with a JSON sidecar (accuracy, epochs, se
 versions). How a model is trained follows from what it is:
 
 - ``ClipTeacher``: a user's open_clip checkpoint is loaded as is (``models.clip.checkpoint``);
-  without one, the tiny embedded CLIP is trained with a CLIP loss on depth projections of
-  the training clouds paired with class captions from a few templates.
+  without one, the tiny embedded CLIP is trained with an image-text contrastive loss on
+  depth projections of the training clouds against one caption per class (a random
+  template each step), so that repeated classes in a batch are never false negatives.
 - ``EmbeddingClassifier`` (models registered with the tag ``clip-space``: the point
   transformers): built with the CLIP's embedding size and a text head, aligned Uni3D-style
   into the CLIP space — InfoNCE against the frozen CLIP image embedding of the cloud's projection plus
@@ -135,6 +136,8 @@ class Zoo:
             "num_points": self.ctx.train.num_points,
             "seed": self.ctx.seed,
             "deps": self._dependencies(name, model),
+            # the architecture as built (parameter names and shapes): a changed default changes the key
+            "arch": config_hash([(k, list(v.shape)) for k, v in model.state_dict().items()]),
             "projection": dataclasses.asdict(self.ctx.projection) if isinstance(model, (ClipTeacher,)) else None,
         }
         return f"{name}-{config_hash(spec)}"
@@ -230,16 +233,16 @@ class Zoo:
         tokens = clip.tokenize([cap for per_class in captions for cap in per_class]).to(self.ctx.device)
         tokens = tokens.view(len(names), len(CAPTION_TEMPLATES), -1)
         generator = torch.Generator().manual_seed(self.ctx.seed)
+        rows = torch.arange(len(names), device=self.ctx.device)
 
         def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
-            template = torch.randint(len(CAPTION_TEMPLATES), (len(labels),), generator=generator).to(labels.device)
+            # one caption per class (a random template each step) is the text side of the batch:
+            # image-text contrastive over all C captions, with no false negatives from repeated classes
+            template = torch.randint(len(CAPTION_TEMPLATES), (len(names),), generator=generator).to(rows.device)
             image = nn.functional.normalize(clip.encode_image(projector(points)), dim=-1)
-            text = nn.functional.normalize(clip.encode_text(tokens[labels, template]), dim=-1)
+            text = nn.functional.normalize(clip.encode_text(tokens[rows, template]), dim=-1)
             logits = clip.model.logit_scale.exp().clamp(max=100) * image @ text.T
-            # same-class captions are positives too: targets spread over them (label-aware CLIP loss)
-            same = (labels[:, None] == labels[None, :]).float()
-            targets = same / same.sum(1, keepdim=True)
-            return 0.5 * (_soft_ce(logits, targets) + _soft_ce(logits.T, targets))
+            return nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
 
         def zero_shot(data: PointCloudDataset) -> float:
             with torch.no_grad():

@@ -1,0 +1,107 @@
+"""The model zoo: every kind of model trains, is cached by config hash, reloads, and recovers
+from corrupt weights. Tiny sizes and one epoch: seconds, not accuracy."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+from benchmark.config import TrainConfig
+from benchmark.data import load_dataset
+from models.heads import EmbeddingClassifier, TextEmbeddingHead
+from models.zoo import Zoo, ZooContext
+
+CLASSES = ["chair", "table", "cup", "lamp"]
+TINY_CLIP = {"image_size": 32, "embed_dim": 32, "vision_width": 64, "vision_layers": 1, "patch_size": 8,
+             "text_width": 64, "text_layers": 1, "text_heads": 2}
+TINY_STUDENT = {"width": 32, "depth": 1, "num_heads": 2, "num_groups": 8, "group_size": 8,
+                "encoder_hidden": (16, 32, 64)}
+
+
+@pytest.fixture(scope="module")
+def data():
+    opts = {"train_size": 40, "test_size": 12, "classes": CLASSES}
+    return {split: load_dataset("synthshapes", split, num_points=128, options=opts) for split in ("train", "test")}
+
+
+def make_zoo(data, cache_dir, epochs: int = 1, **changes) -> Zoo:
+    ctx = ZooContext(
+        train=data["train"], test=data["test"], cache_dir=cache_dir, seed=0,
+        params={"clip": dict(TINY_CLIP), "point-transformer-student": dict(TINY_STUDENT)},
+        train_config=lambda name: TrainConfig(epochs=epochs, batch_size=8, val_fraction=0.25),
+        progress=False, log=lambda msg: None,
+    )
+    return Zoo(dataclasses.replace(ctx, **changes))
+
+
+def weight_files(cache_dir) -> list:
+    return sorted((cache_dir / "weights").glob("*.safetensors"))
+
+
+def test_a_classifier_is_trained_once_then_loaded_from_the_cache(data, tmp_path):
+    first = make_zoo(data, tmp_path).get("pointnet-lite")
+    assert not first.cached and 0.0 <= first.meta["test_accuracy"] <= 1.0
+    assert first.model.class_names == tuple(CLASSES)
+    again = make_zoo(data, tmp_path).get("pointnet-lite")
+    assert again.cached and again.weights_hash == first.weights_hash
+    x = torch.from_numpy(data["test"].points[:3])
+    torch.testing.assert_close(again.model(x), first.model(x))
+
+
+def test_changed_training_settings_train_a_new_entry(data, tmp_path):
+    make_zoo(data, tmp_path, epochs=1).get("pointnet-lite")
+    make_zoo(data, tmp_path, epochs=2).get("pointnet-lite")
+    assert len(weight_files(tmp_path)) == 2
+
+
+def test_force_retrains_even_when_cached(data, tmp_path):
+    make_zoo(data, tmp_path).get("pointnet-lite")
+    assert not make_zoo(data, tmp_path, force=True).get("pointnet-lite").cached
+
+
+def test_corrupt_weights_warn_and_are_retrained(data, tmp_path):
+    make_zoo(data, tmp_path).get("pointnet-lite")
+    (path,) = weight_files(tmp_path)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.warns(RuntimeWarning, match="checksum"):
+        again = make_zoo(data, tmp_path).get("pointnet-lite")
+    assert not again.cached
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # repaired: the next run loads quietly
+        assert make_zoo(data, tmp_path).get("pointnet-lite").cached
+
+
+def test_the_student_is_aligned_to_the_clip_space_and_classifies_through_text(data, tmp_path):
+    zoo = make_zoo(data, tmp_path)
+    student = zoo.get("point-transformer-student")
+    assert isinstance(student.model, EmbeddingClassifier)
+    assert isinstance(student.model.head, TextEmbeddingHead)
+    assert student.model.head.class_embeddings.shape == (len(CLASSES), TINY_CLIP["embed_dim"])
+    assert "test_accuracy" in student.meta
+    assert not zoo.get("clip").cached and "test_zero_shot_accuracy" in zoo.get("clip").meta
+    logits = student.model(torch.from_numpy(data["test"].points[:2]))
+    assert logits.shape == (2, len(CLASSES))
+
+
+def test_a_different_clip_teacher_gives_the_student_a_new_cache_entry(data, tmp_path):
+    make_zoo(data, tmp_path).get("point-transformer-student")
+    other = make_zoo(data, tmp_path)
+    other.ctx.params["clip"] = {**TINY_CLIP, "seed": 1}
+    assert not other.get("point-transformer-student").cached
+
+
+def test_the_autoencoder_reconstructs_the_cloud_size(data, tmp_path):
+    ae = make_zoo(data, tmp_path).get("pc-autoencoder")
+    out = ae.model(torch.from_numpy(data["test"].points[:2]))
+    assert out.shape == (2, 128, 3) and ae.meta["test_chamfer"] > 0
+
+
+def test_a_clip_checkpoint_that_does_not_exist_is_a_clear_error(data, tmp_path):
+    zoo = make_zoo(data, tmp_path)
+    zoo.ctx.params["clip"] = {"model_name": "ViT-B-32", "checkpoint": str(tmp_path / "missing.safetensors")}
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        zoo.get("clip")
