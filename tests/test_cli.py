@@ -161,3 +161,21 @@ def test_run_of_the_readme_job_prepares_the_data_then_says_not_yet_available(ben
 def test_the_bench_console_script_points_at_an_importable_function():
     (script,) = importlib.metadata.entry_points(group="console_scripts", name="bench")
     assert callable(script.load())
+
+
+def test_train_trains_then_loads_from_the_cache(bench):
+    args = ("train", "--model", "pointnet-lite", "--profile", "smoke", "--set", "training.default.epochs=1",
+            "--set", "datasets.synthshapes.train_size=66", "--set", "datasets.synthshapes.test_size=33")
+    first = bench(*args)
+    assert first.returncode == 0, first.stderr
+    assert "pointnet-lite" in first.stdout and "trained" in first.stdout
+    again = bench(*args)
+    assert again.returncode == 0, again.stderr
+    assert "cache" in again.stdout
+    assert len(list((bench.cache / "weights").glob("pointnet-lite-*.safetensors"))) == 1
+
+
+def test_train_with_an_unknown_model_suggests_the_right_one(bench):
+    proc = bench("train", "--model", "pointnet-lit", "--profile", "smoke")
+    assert_user_error(proc)
+    assert "did you mean 'pointnet-lite'" in proc.stderr
