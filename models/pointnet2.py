@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from benchmark.geometry import farthest_point_sample, index_points, knn
 from models import register_model
 
+from .pointnet import MLPHead, PointwiseMLP
+
 __all__ = ["PointNet2SSG", "SetAbstraction", "ball_query", "pointnet2_ssg"]
 
 #: Paper sizes of the two local SA layers: (centres, radius, neighbours, MLP widths).
@@ -74,32 +76,6 @@ def _max_pool(x: Tensor, dim: int) -> Tensor:
     return x.max(dim=dim).values if torch.is_grad_enabled() and x.requires_grad else x.amax(dim=dim)
 
 
-class SharedMLP(nn.Module):
-    """Per-point MLP, channels last: ``(Linear -> BN -> ReLU)`` per width.
-
-    Args:
-        in_channels: C_in.
-        widths: output width of each layer.
-    """
-
-    def __init__(self, in_channels: int, widths: Sequence[int]) -> None:
-        super().__init__()
-        self.linears = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        for width in widths:
-            self.linears.append(nn.Linear(in_channels, width, bias=False))
-            self.norms.append(nn.BatchNorm1d(width))
-            in_channels = width
-        self.out_channels = in_channels
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` ``[..., C_in]`` -> ``[..., C_out]`` (BN statistics over all leading dims)."""
-        for linear, norm in zip(self.linears, self.norms):
-            y = linear(x)
-            x = torch.relu(norm(y.reshape(-1, y.shape[-1])).reshape(y.shape))
-        return x
-
-
 class SetAbstraction(nn.Module):
     """One single-scale set-abstraction layer.
 
@@ -118,7 +94,7 @@ class SetAbstraction(nn.Module):
         self.npoint = npoint
         self.radius = radius
         self.nsample = nsample
-        self.mlp = SharedMLP(in_channels + 3, mlp)
+        self.mlp = PointwiseMLP(in_channels + 3, mlp)
         self.out_channels = self.mlp.out_channels
 
     def forward(self, xyz: Tensor, features: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -176,15 +152,7 @@ class PointNet2SSG(nn.Module):
             self.sa_layers.append(layer)
             width = layer.out_channels
         self.sa_layers.append(SetAbstraction(None, 0.0, 0, width, global_mlp))
-        layers: list[nn.Module] = []
-        width = self.sa_layers[-1].out_channels
-        for hidden in head:
-            layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = hidden
-        layers.append(nn.Linear(width, num_classes))
-        self.head = nn.Sequential(*layers)
+        self.head = MLPHead(self.sa_layers[-1].out_channels, head, num_classes, dropout)
 
     def global_feature(self, points: Tensor) -> Tensor:
         """``points`` ``[B, N, 3]`` -> ``[B, global_mlp[-1]]``."""
