@@ -105,3 +105,18 @@ def test_a_clip_checkpoint_that_does_not_exist_is_a_clear_error(data, tmp_path):
     zoo.ctx.params["clip"] = {"model_name": "ViT-B-32", "checkpoint": str(tmp_path / "missing.safetensors")}
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         zoo.get("clip")
+
+
+@pytest.mark.parametrize("name, params", [
+    ("pointnet", {}),
+    ("dgcnn-small", {"k": 8}),
+    ("pointnet2-ssg", {}),
+    ("point-transformer-teacher", TINY_STUDENT),
+])
+def test_every_victim_family_trains_through_the_zoo(data, tmp_path, name, params):
+    zoo = make_zoo(data, tmp_path)
+    zoo.ctx.params[name] = dict(params)
+    ready = zoo.get(name)
+    assert 0.0 <= ready.meta["test_accuracy"] <= 1.0
+    logits = ready.model(torch.from_numpy(data["test"].points[:2]))
+    assert logits.shape == (2, len(CLASSES)) and torch.isfinite(logits).all()
