@@ -295,7 +295,7 @@ def load_clip_checkpoint(teacher: ClipTeacher, checkpoint: str | Path) -> ClipTe
     return teacher
 
 
-@register_model("clip")
+@register_model("clip", tags=("clip-teacher",))
 def clip(model_name: str = "tiny", checkpoint: str | None = None, **kwargs: Any) -> ClipTeacher:
     """CLIP teacher (open_clip): 'tiny' embedded config, or a named architecture plus a local checkpoint.
 

@@ -108,7 +108,7 @@ class Zoo:
     def _build(self, name: str) -> nn.Module:
         entry = MODELS.get(name)
         params = self._params(name)
-        if name == "clip" or _issubclass(entry.obj, ClipTeacher):
+        if "clip-teacher" in entry.tags:  # sizes or a named architecture + checkpoint, nothing derived
             return entry.build(**params)
         if "num_points" in entry.defaults and "num_classes" not in entry.defaults:
             params.setdefault("num_points", self.ctx.train.num_points)  # e.g. the autoencoder
@@ -138,7 +138,7 @@ class Zoo:
             "deps": self._dependencies(name, model),
             # the architecture as built (parameter names and shapes): a changed default changes the key
             "arch": config_hash([(k, list(v.shape)) for k, v in model.state_dict().items()]),
-            "projection": dataclasses.asdict(self.ctx.projection) if isinstance(model, (ClipTeacher,)) else None,
+            "projection": dataclasses.asdict(self.ctx.projection) if isinstance(model, ClipTeacher) else None,
         }
         return f"{name}-{config_hash(spec)}"
 
@@ -298,10 +298,6 @@ class Zoo:
 
 def _soft_ce(logits: Tensor, targets: Tensor) -> Tensor:
     return -(targets * logits.log_softmax(-1)).sum(-1).mean()
-
-
-def _issubclass(obj: Any, cls: type) -> bool:
-    return isinstance(obj, type) and issubclass(obj, cls)
 
 
 def describe_score(meta: dict[str, Any]) -> str:
