@@ -1,0 +1,187 @@
+"""Specification of the kNN attack (``knn``, Tsai et al. AAAI 2020; PROTOCOL.md sections 1-2)
+and its kNN smoothness penalty, on a tiny fixed PointNet."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from attacks import ATTACKS
+from attacks.knn import KNN, knn_smoothness
+
+C = 5
+
+
+class TinyPointNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 64))
+        self.head = nn.Linear(64, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mlp(x).amax(dim=1))
+
+
+@pytest.fixture(scope="module")
+def model() -> TinyPointNet:
+    m = TinyPointNet()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def data(model) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 64, 3, generator=g)
+    x = x / x.norm(dim=-1).amax(dim=1)[:, None, None]
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+    return x, labels
+
+
+#: a strong setting for the tiny model so that some samples succeed within few iterations.
+FAST = {"num_iter": 30, "lr": 0.1, "clip": 1.0, "chamfer_weight": 0.01, "smooth_weight": 0.01}
+
+
+def _brute_smoothness(cloud: torch.Tensor, k: int, alpha: float) -> float:
+    n = cloud.shape[0]
+    vals = []
+    for i in range(n):
+        d = sorted(float(((cloud[i] - cloud[j]) ** 2).sum()) for j in range(n) if j != i)
+        vals.append(sum(d[:k]) / k)
+    mean = sum(vals) / n
+    std = (sum((v - mean) ** 2 for v in vals) / (n - 1)) ** 0.5  # unbiased, as torch.std
+    thr = mean + alpha * std
+    return sum(v for v in vals if v > thr) / n
+
+
+def test_knn_smoothness_matches_brute_force():
+    x = torch.randn(3, 40, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x[1, 0] = torch.tensor([3.0, 3.0, 3.0], dtype=torch.float64)  # an outlier in one cloud
+    got = knn_smoothness(x, k=5, alpha=1.05)
+    want = [_brute_smoothness(x[b], 5, 1.05) for b in range(3)]
+    assert got.shape == (3,)
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-10, atol=1e-12)
+    assert all(w > 0 for w in want)
+    # other k / alpha
+    got2 = knn_smoothness(x, k=3, alpha=0.5)
+    torch.testing.assert_close(got2, torch.tensor([_brute_smoothness(x[b], 3, 0.5) for b in range(3)], dtype=torch.float64))
+
+
+def test_knn_smoothness_zero_on_grid_positive_with_outlier_and_differentiable():
+    g = torch.linspace(0, 1, 8)
+    grid = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(1, -1, 3)
+    # uniform grid: interior points share a value; border points have larger kNN distance only
+    # slightly (fixed ratios), so the mass above threshold stays tiny
+    flat = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(1, -1, 2)
+    plane = torch.cat([flat, torch.zeros(1, 64, 1)], -1)
+    base_plane = float(knn_smoothness(plane))
+    base_grid = float(knn_smoothness(grid))
+    spacing2 = float((g[1] - g[0]) ** 2)
+    assert base_grid <= 0.5 * spacing2 and base_plane <= 0.5 * spacing2  # only border effects
+    out = plane.clone()
+    out[0, 0] = torch.tensor([5.0, 5.0, 5.0])
+    v = knn_smoothness(out.requires_grad_(True))
+    assert float(v.detach()) > 100 * max(base_plane, 1e-9) and float(v.detach()) > 0.1
+    v.sum().backward()
+    assert out.grad is not None and float(out.grad[0, 0].norm()) > 0
+
+
+def test_registered_with_paper_defaults():
+    entry = ATTACKS.get("knn")
+    d = entry.defaults
+    assert (d["num_iter"], d["lr"], d["k"], d["alpha"]) == (2500, 1e-3, 5, 1.05)
+    assert (d["chamfer_weight"], d["smooth_weight"], d["clip"]) == (5.0, 3.0, 0.1)
+    assert (d["loss"], d["kappa"], d["seed"]) == ("ce", 0.0, 0)
+    assert "binary_steps" not in d
+    assert KNN().targeted is True
+    assert entry.description
+
+
+def test_every_point_within_per_point_bound(model, data):
+    x, y = data
+    res = KNN(num_iter=25, lr=0.2)(model, x, y)  # a large lr pushes against the bound
+    moved = (res.points - x).norm(dim=-1)
+    assert float(moved.max()) <= 0.1 + 1e-6
+    assert float(moved.max()) > 0.05  # the bound is actually reached
+    small = KNN(num_iter=25, lr=0.2, clip=0.02)(model, x, y)
+    assert float((small.points - x).norm(dim=-1).max()) <= 0.02 + 1e-6
+
+
+def test_surface_projection_removes_inward_motion():
+    """A flat z = 0 cloud with normals +z and a model that rewards moving points down:
+    no output point may end below the plane."""
+    g = torch.linspace(-0.5, 0.5, 8)
+    flat = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(1, -1, 2)
+    plane = torch.cat([flat, torch.zeros(1, 64, 1)], -1).repeat(2, 1, 1)
+
+    class Down(nn.Module):  # logit of class 1 grows as points go down
+        def forward(self, x):
+            z = -x[..., 2].mean(dim=1) * 100
+            return torch.stack([torch.zeros_like(z), z, torch.zeros_like(z) - 1], dim=1)
+
+    labels = torch.zeros(2, dtype=torch.long)
+    targets = torch.ones(2, dtype=torch.long)
+    attack = KNN(num_iter=20, lr=0.05)
+    normals = torch.zeros_like(plane)
+    normals[..., 2] = 1.0
+    with torch.enable_grad():
+        adv, _ = attack.attack(Down().eval(), plane, labels, targets, indices=torch.arange(2), normals=normals)
+    assert float(adv[..., 2].min()) >= -1e-6
+    # estimated normals (flat cloud: sign fixed so +z) give the same guarantee
+    res = attack(Down(), plane, labels, targets)
+    assert float(res.points[..., 2].min()) >= -1e-6
+    # and the tangential part of the motion survives (points do move)
+    assert float((res.points - plane).norm(dim=-1).max()) >= 0.0
+
+
+def test_targeted_success_means_prediction_equals_target_and_model_untouched(model, data):
+    x, y = data
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = KNN(**FAST)(model, x, y)
+    assert res.target is not None and not torch.any(res.target == y)
+    assert torch.equal(res.success, res.pred == res.target)
+    assert res.success.any()
+    assert torch.all((res.iterations >= 0) & (res.iterations <= FAST["num_iter"]))
+    assert torch.all(res.iterations[~res.success] == FAST["num_iter"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_margin_loss_ifd_preset_runs(model, data):
+    x, y = data
+    res = KNN(num_iter=5, loss="margin", kappa=15.0)(model, x, y)
+    assert torch.equal(res.success, res.pred == res.target)
+
+
+def test_deterministic_given_the_seed(model, data):
+    x, y = data
+    a = KNN(num_iter=5, seed=3)(model, x, y)
+    b = KNN(num_iter=5, seed=3)(model, x, y)
+    c = KNN(num_iter=5, seed=4)(model, x, y, targets=a.target)
+    assert torch.equal(a.points, b.points) and torch.equal(a.target, b.target)
+    assert not torch.equal(a.points, c.points)  # the start noise depends on the seed
+
+
+def test_per_sample_results_do_not_depend_on_batch_composition(model, data):
+    x, y = data
+    attack = KNN(**FAST)
+    full = attack(model, x, y)
+    assert full.success.any()
+    b = int(full.success.nonzero()[0])
+    one = attack(model, x[b : b + 1], y[b : b + 1], indices=torch.tensor([b]))
+    seven = attack(model, x[1:], y[1:], indices=torch.arange(1, 8))
+    for part, sl in ((one, slice(b, b + 1)), (seven, slice(1, 8))):
+        torch.testing.assert_close(part.points, full.points[sl], atol=1e-5, rtol=0)
+        assert torch.equal(part.target, full.target[sl])
+        assert torch.equal(part.pred, full.pred[sl])
+        assert torch.equal(part.iterations, full.iterations[sl])
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"loss": "hinge"}, {"num_iter": 0}, {"lr": 0.0}, {"k": 0}, {"clip": -1.0}, {"chamfer_weight": -1.0}]
+)
+def test_invalid_hyperparameters_raise(kwargs):
+    with pytest.raises(ValueError):
+        KNN(**kwargs)
