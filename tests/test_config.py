@@ -314,3 +314,15 @@ def test_check_params_rejects_an_unknown_parameter_with_close_match(attacks):
 
 def test_non_finite_floats_hash_differently_from_their_spelling_as_strings():
     assert config_hash({"a": float("nan")}) != config_hash({"a": "nan"})
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper", "ifd"])
+def test_every_shipped_profile_names_only_real_parameters(profile):
+    import attacks  # noqa: F401  (registers the attacks)
+    import models  # noqa: F401
+    from benchmark.config import check_params
+    from benchmark.registry import ATTACKS, MODELS
+
+    cfg = resolve_config(profile)
+    check_params("attacks", cfg.attacks, ATTACKS)
+    check_params("models", cfg.models, MODELS)
