@@ -30,7 +30,7 @@ REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.data", "attacks"
 #: Names the design promises that later versions add; asking for one says "not yet available".
 PLANNED: dict[str, tuple[str, ...]] = {
     "models": (),
-    "attacks": ("advpc", "aof"),
+    "attacks": (),
     "defenses": ("none", "srs", "sor", "dup-net", "if-defense", "pgd-at", "prompt-at", "mrpd"),
 }
 
