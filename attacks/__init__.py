@@ -7,6 +7,6 @@ from benchmark.registry import ATTACKS
 register_attack = ATTACKS.register
 
 # Importing the families registers them.
-from attacks import add, advpc, aof, base, constraints, cw, drop, knn, losses, pgd, search  # noqa: E402,F401
+from attacks import add, advpc, aof, base, constraints, crafting, cw, drop, knn, losses, pgd, search  # noqa: E402,F401
 
 __all__ = ["ATTACKS", "register_attack"]
