@@ -161,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--model", required=True, help="a model name or a comma list (see: bench list models)")
     _add_config_options(p_train)
     p_train.add_argument("--force", action="store_true", help="retrain even when cached weights exist")
+
+    p_attack = sub.add_parser(
+        "attack",
+        help="craft adversarial examples against one model and report success and distances",
+        description="Train or load the model, craft (or load from the adversarial cache) each attack's "
+        "examples on the test split, and print success rate, accuracy and mean L2 / Chamfer / "
+        "Hausdorff distances. Attack parameters come from the profile and --set attacks.<name>.<field>.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p_attack.add_argument("--attack", required=True, help="'all', a name or a comma list (see: bench list attacks)")
+    p_attack.add_argument("--model", default=None, help="source model (default: the config's victim)")
+    _add_config_options(p_attack)
+    p_attack.add_argument("--limit", type=int, default=None, metavar="N", help="attack only the first N test clouds")
+    p_attack.add_argument("--batch-size", type=int, default=None, help="clouds per batch")
     return parser
 
 
@@ -321,7 +335,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.cache import resolve_cache_dir
     from benchmark.env import resolve_device
     from benchmark.registry import MODELS
 
@@ -333,12 +346,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"[bold]bench train[/] {', '.join(names)} on {cfg.dataset.name} device={device}")
     check_params("models", cfg.models, MODELS)
     data = _prepare_data(cfg, console)
-    from models.zoo import Zoo, ZooContext, describe_score
+    from models.zoo import describe_score
 
     torch.manual_seed(cfg.seed)
-    zoo = Zoo(ZooContext(train=data["train"], test=data["test"], cache_dir=resolve_cache_dir(cfg.cache_dir),
-                         device=device, seed=cfg.seed, params=cfg.models, train_config=cfg.train_config,
-                         force=args.force, log=lambda msg: console.print(f"  {msg}")))
+    zoo = _zoo(cfg, data, device, console, force=args.force)
     table = Table(title=f"models on {cfg.dataset.name} ({len(data['test'])} test clouds)", title_justify="left")
     for column in ("model", "params", "score", "seconds", "source", "weights sha256"):
         table.add_column(column)
@@ -351,7 +362,68 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train}
+def _zoo(cfg: RunConfig, data: dict[str, Any], device: Any, console: Any, force: bool = False) -> Any:
+    from benchmark.cache import resolve_cache_dir
+    from models.zoo import Zoo, ZooContext
+
+    return Zoo(ZooContext(train=data["train"], test=data["test"], cache_dir=resolve_cache_dir(cfg.cache_dir),
+                          device=device, seed=cfg.seed, params=cfg.models, train_config=cfg.train_config,
+                          force=force, log=lambda msg: console.print(f"  {msg}")))
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from attacks.crafting import craft, crafting_key
+    from benchmark.cache import resolve_cache_dir
+    from benchmark.env import resolve_device
+    from benchmark.registry import ATTACKS, MODELS
+
+    cfg = _config_from_args(args)
+    populate_registries(cfg.plugins)
+    names = ATTACKS.resolve(args.attack)
+    source = args.model or cfg.victim
+    MODELS.get(source)
+    check_params("attacks", cfg.attacks, ATTACKS)
+    check_params("models", cfg.models, MODELS)
+    device = resolve_device(cfg.device)
+    console = Console(stderr=True)
+    console.print(f"[bold]bench attack[/] {', '.join(names)} on {source} ({cfg.dataset.name}) device={device}")
+    data = _prepare_data(cfg, console)
+    torch.manual_seed(cfg.seed)
+    zoo = _zoo(cfg, data, device, console)
+    model = zoo.get(source)
+    test = data["test"] if cfg.limit is None else data["test"].subset(range(min(cfg.limit, len(data["test"]))))
+    points, labels = test.tensors(device)
+    with torch.no_grad():
+        clean = torch.cat([model.model(points[i : i + cfg.batch_size]).argmax(1)
+                           for i in range(0, len(points), cfg.batch_size)])
+    clean_acc = float((clean == labels).float().mean())
+    table = Table(title=f"attacks on {source} ({len(test)} test clouds, clean accuracy {100 * clean_acc:.1f}%)",
+                  title_justify="left")
+    for column in ("attack", "success", "accuracy", "L2", "Chamfer", "Hausdorff", "seconds", "source"):
+        table.add_column(column)
+    for name in names:
+        attack = ATTACKS.build(name, seed=cfg.seed, **(cfg.attacks.get(name) or {}))
+        if hasattr(attack, "with_autoencoder"):
+            attack.with_autoencoder(zoo.get(getattr(attack, "autoencoder", "pc-autoencoder")).model)
+        key = crafting_key(attack, model_hash=model.weights_hash, dataset_fingerprint=data["test"].fingerprint,
+                           split="test", subset=None if cfg.limit is None else list(range(len(test))), name=name)
+        result = craft(attack, model.model, points, labels, key=key, cache_dir=resolve_cache_dir(cfg.cache_dir),
+                       batch_size=cfg.batch_size, progress=True)
+        accuracy = float((result.pred == result.labels).float().mean())
+        table.add_row(name, f"{100 * float(result.success.float().mean()):.1f}%", f"{100 * accuracy:.1f}%",
+                      "-" if bool(result.l2.isnan().all()) else f"{float(result.l2.nanmean()):.4f}",
+                      f"{float(result.chamfer.mean()):.5f}",
+                      f"{float(result.hausdorff.mean()):.5f}", f"{result.seconds:.1f}",
+                      "cache" if result.cached else "crafted")
+    Console(width=max(120, Console().width)).print(table)
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train, "attack": cmd_attack}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
