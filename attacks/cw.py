@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack
-from attacks.losses import LOSS_KINDS, adversarial_loss
-from attacks.search import binary_search_attack
+from attacks.losses import adversarial_loss
+from attacks.search import binary_search_attack, check_search_params
 
 __all__ = ["CW", "l2_distance"]
 
@@ -62,19 +62,7 @@ class CW(Attack):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        if not self.init_weight > 0:
-            raise ValueError(f"{name}: init_weight must be > 0; got {self.init_weight}")
-        if not self.max_weight >= self.init_weight:
-            raise ValueError(f"{name}: max_weight must be >= init_weight; got {self.max_weight} < {self.init_weight}")
-        for field in ("binary_steps", "num_iter"):
-            v = getattr(self, field)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: {field} must be an int >= 1; got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"{name}: lr must be > 0; got {self.lr}")
-        if self.loss not in LOSS_KINDS:
-            raise ValueError(f"{name}: unknown loss {self.loss!r}; expected one of {', '.join(LOSS_KINDS)}")
+        check_search_params(self)
 
     def attack(
         self, model: nn.Module, points: Tensor, labels: Tensor, targets: Tensor | None, *, indices: Tensor

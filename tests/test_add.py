@@ -5,39 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from attacks import ATTACKS
 from attacks.add import AddCD, AddHD, critical_point_indices
 from benchmark.geometry import chamfer_distance, hausdorff_distance
+from tiny_models import TinyPointNet, frozen
 
-C = 5
 N = 64
-
-
-class TinyPointNet(nn.Module):
-    def __init__(self, smooth: bool = False) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.smooth = smooth
-        self.mlp = nn.Sequential(nn.Linear(3, 32), nn.Tanh() if smooth else nn.ReLU(), nn.Linear(32, 64))
-        self.head = nn.Linear(128 if smooth else 64, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.mlp(x)
-        feat = torch.cat([h.amax(dim=1), h.mean(dim=1)], dim=1) if self.smooth else h.amax(dim=1)
-        return self.head(feat)
-
-
-def _frozen(m: nn.Module) -> nn.Module:
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m.eval()
 
 
 @pytest.fixture(scope="module")
 def model() -> TinyPointNet:
-    return _frozen(TinyPointNet())
+    return frozen(TinyPointNet())
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +47,7 @@ def test_registered_with_paper_defaults(name, init_w, max_w):
 
 
 def test_critical_points_equal_brute_force_argsort():
-    model = _frozen(TinyPointNet(smooth=True))
+    model = frozen(TinyPointNet(smooth=True))
     x = torch.randn(3, N, 3, generator=torch.Generator().manual_seed(2))
     targets = torch.tensor([1, 4, 0])
     idx = critical_point_indices(model, x, targets, 10)

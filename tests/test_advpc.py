@@ -9,20 +9,11 @@ from torch import nn
 from attacks import ATTACKS
 from attacks.advpc import AdvPC
 from models.autoencoder import PointCloudAutoencoder
+from tiny_models import C, TinyPointNet, frozen
 
-C = 5
 N = 32
 
 
-class TinyPointNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 64))
-        self.head = nn.Linear(64, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.mlp(x).amax(dim=1))
 
 
 def tiny_ae() -> PointCloudAutoencoder:
@@ -32,10 +23,7 @@ def tiny_ae() -> PointCloudAutoencoder:
 
 @pytest.fixture(scope="module")
 def model() -> TinyPointNet:
-    m = TinyPointNet()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m.eval()
+    return frozen(TinyPointNet())
 
 
 @pytest.fixture(scope="module")

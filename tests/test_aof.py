@@ -8,28 +8,16 @@ from torch import nn
 
 from attacks import ATTACKS
 from attacks.aof import AOF, graph_laplacian, graph_spectrum, split_frequencies
+from tiny_models import C, TinyPointNet, frozen
 
-C = 5
 N = 64
 
 
-class TinyPointNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 64))
-        self.head = nn.Linear(64, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.mlp(x).amax(dim=1))
 
 
 @pytest.fixture(scope="module")
 def model() -> TinyPointNet:
-    m = TinyPointNet()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m.eval()
+    return frozen(TinyPointNet())
 
 
 def _clouds(b: int, seed: int = 1, dtype=torch.float32) -> torch.Tensor:

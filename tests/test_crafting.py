@@ -18,19 +18,11 @@ from attacks.crafting import (
     entry_for,
 )
 from attacks.pgd import PGD
+from tiny_models import TinyPointNet
 
-C, N, P = 5, 12, 64
+N, P = 12, 64
 
 
-class TinyPointNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 64))
-        self.head = nn.Linear(64, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.mlp(x).amax(dim=1))
 
 
 class Counting(nn.Module):

@@ -11,19 +11,10 @@ from attacks.base import draw_targets
 from attacks.cw import CW, l2_distance
 from attacks.losses import adversarial_loss
 from attacks.search import binary_search_attack, update_bounds
+from tiny_models import C, TinyPointNet, frozen, labelled_by, unit_clouds
 
-C = 5
 
 
-class TinyPointNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 64))
-        self.head = nn.Linear(64, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.mlp(x).amax(dim=1))
 
 
 class Recorder(nn.Module):
@@ -55,20 +46,12 @@ class Constant(nn.Module):
 
 @pytest.fixture(scope="module")
 def model() -> TinyPointNet:
-    m = TinyPointNet()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m.eval()
+    return frozen(TinyPointNet())
 
 
 @pytest.fixture(scope="module")
 def data(model) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(8, 64, 3, generator=g)
-    x = x / x.norm(dim=-1).amax(dim=1)[:, None, None]
-    with torch.no_grad():
-        labels = model(x).argmax(1)
-    return x, labels
+    return labelled_by(model, unit_clouds(8, 64, seed=1))
 
 
 #: a strong setting for the tiny model (small weight, large lr) so that some samples succeed.

@@ -10,20 +10,11 @@ from torch import nn
 from attacks import ATTACKS
 from attacks.base import draw_targets
 from attacks.drop import SaliencyDrop, SaliencyDrop100, saliency_scores
+from tiny_models import C, TinyPointNet
 
-C = 5
 N = 64
 
 
-class TinyPointNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 64))
-        self.head = nn.Linear(64, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.mlp(x).amax(dim=1))
 
 
 class MeanLinear(nn.Module):

@@ -8,37 +8,20 @@ from torch import nn
 
 from attacks import ATTACKS
 from attacks.knn import KNN, knn_smoothness
+from tiny_models import TinyPointNet, frozen, labelled_by, unit_clouds
 
-C = 5
 
 
-class TinyPointNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 64))
-        self.head = nn.Linear(64, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.mlp(x).amax(dim=1))
 
 
 @pytest.fixture(scope="module")
 def model() -> TinyPointNet:
-    m = TinyPointNet()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m.eval()
+    return frozen(TinyPointNet())
 
 
 @pytest.fixture(scope="module")
 def data(model) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(8, 64, 3, generator=g)
-    x = x / x.norm(dim=-1).amax(dim=1)[:, None, None]
-    with torch.no_grad():
-        labels = model(x).argmax(1)
-    return x, labels
+    return labelled_by(model, unit_clouds(8, 64, seed=1))
 
 
 #: a strong setting for the tiny model so that some samples succeed within few iterations.

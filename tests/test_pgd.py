@@ -5,23 +5,13 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from attacks import ATTACKS
 from attacks.pgd import FGM, IFGM, PGD
+from tiny_models import TinyPointNet
 
-C = 5
 
 
-class TinyPointNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 64))
-        self.head = nn.Linear(64, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.mlp(x).amax(dim=1))
 
 
 @pytest.fixture(scope="module")
