@@ -31,7 +31,7 @@ REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.data", "attacks"
 PLANNED: dict[str, tuple[str, ...]] = {
     "models": (),
     "attacks": (),
-    "defenses": ("none", "srs", "sor", "dup-net", "if-defense", "pgd-at", "prompt-at", "mrpd"),
+    "defenses": ("srs", "sor", "dup-net", "if-defense", "pgd-at", "prompt-at", "mrpd"),
 }
 
 EXIT_USAGE = 2

@@ -1,9 +1,50 @@
 """Defenses: preprocessing (SRS, SOR, DUP-Net, IF-Defense) and model defenses (adversarial training, MRPD).
 
-Register a new defense with ``@register_defense("name")``; ``bench list defenses`` shows it.
+Register a new defense with ``@register_defense("name")`` on a ``Defense`` subclass
+(``defenses.base``); ``bench list defenses`` shows it. ``build_defense(name, **params)``
+builds a registered one with its defaults overridden.
 """
+from typing import Any
+
 from benchmark.registry import DEFENSES
 
 register_defense = DEFENSES.register
 
-__all__ = ["DEFENSES", "register_defense"]
+from defenses.base import (  # noqa: E402
+    Defense,
+    DefenseContext,
+    DefendedModel,
+    ModelDefense,
+    PreprocessDefense,
+    PreprocessedModel,
+    as_defended,
+    inference_cost,
+    straight_through,
+)
+
+
+def build_defense(name: str, **params: Any) -> Defense:
+    """The registered defense ``name`` with ``params`` overriding its defaults; it remembers
+    the name it was built under (one class may be registered under several presets)."""
+    defense = DEFENSES.build(name, **params)
+    defense.registry_name = name
+    return defense
+
+
+# Importing the modules registers the defenses.
+from defenses import none, sor, srs  # noqa: E402,F401
+
+__all__ = [
+    "DEFENSES",
+    "Defense",
+    "DefenseContext",
+    "DefendedModel",
+    "ModelDefense",
+    "PreprocessDefense",
+    "PreprocessedModel",
+    "as_defended",
+    "build_defense",
+    "inference_cost",
+    "register_defense",
+    "straight_through",
+]
