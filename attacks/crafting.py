@@ -26,7 +26,7 @@ import dataclasses
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,7 @@ def craft(
     batch_size: int,
     indices: Tensor | None = None,
     progress: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> CraftedSet:
     """Craft (or load) ``attack``'s adversarial examples for a whole set.
 
@@ -253,6 +254,8 @@ def craft(
         indices: ``[N]`` sample positions handed to the attack (seeds targets / noise);
             default ``arange(N)``.
         progress: print one line per batch to stderr.
+        on_batch: called as ``on_batch(done, total)`` after each batch (crafted or resumed),
+            e.g. to drive a progress display.
 
     Returns:
         ``CraftedSet`` on the CPU, in input order.
@@ -293,9 +296,16 @@ def craft(
             )
         return out
 
+    def advance(done: int) -> None:
+        if on_batch is not None:
+            on_batch(done, len(bounds))
+
     if cache_dir is None:
-        arrays = _merge([run_batch(i, s, e) for i, (s, e) in enumerate(bounds)])
-        return _to_set(arrays, cached=False, key_hash=key_hash)
+        done = []
+        for i, (s, e) in enumerate(bounds):
+            done.append(run_batch(i, s, e))
+            advance(i + 1)
+        return _to_set(_merge(done), cached=False, key_hash=key_hash)
 
     final = entry_path(cache_dir, FINAL_KIND, stem, ".npz")
     try:
@@ -326,6 +336,7 @@ def craft(
         elif hit and progress:
             print(f"[craft {name}] batch {i + 1}/{len(bounds)} resumed from {part_path}", file=sys.stderr, flush=True)
         parts.append(part)
+        advance(i + 1)
     arrays = _merge(parts)
     save_arrays(final, arrays, {**meta, "num_samples": n, "seconds": float(arrays["seconds"])})
     _remove_parts(Path(cache_dir), stem)

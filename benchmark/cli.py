@@ -85,7 +85,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
     }
     for key, option in (("defense", "defense"), ("attack", "attack"), ("protocol", "protocol"),
                         ("batch_size", "batch_size"), ("limit", "limit"), ("out_dir", "out"),
-                        ("victim", "victim"), ("surrogate", "surrogate")):
+                        ("victim", "victim"), ("surrogate", "surrogate"), ("eot", "eot")):
         flags[key] = getattr(args, option, None)
     return resolve_config(args.profile, args.config, args.overrides, flags)
 
@@ -146,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--batch-size", type=int, default=None, help="clouds per batch")
     p_run.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N test clouds")
     p_run.add_argument("--out", default=None, metavar="DIR", help="where result tables are written")
+    p_run.add_argument("--eot", type=int, default=None, help="adaptive protocol: draws per gradient (EOT) "
+                       "for randomised defenses")
+    p_run.add_argument("--shard", default=None, metavar="i/K", help="evaluate only shard i of K (job arrays; "
+                       "combine with: bench merge)")
+    p_run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    p_run.add_argument("--force", action="store_true", help="recompute cells even when finished rows exist")
+    p_run.add_argument("--no-progress", action="store_true", help="no live progress display")
     p_run.add_argument("--print-config", action="store_true",
                        help="print the resolved configuration and its hash, then stop")
 
@@ -295,13 +302,79 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"[bold]bench run[/] profile={cfg.profile} dataset={cfg.dataset.name} device={device} "
                   f"config={cfg.hash()}")
     _, missing = _check_names(cfg)
-    _prepare_data(cfg, console)
     if missing:
         raise NotYetAvailable(
             f"{', '.join(missing)} not yet available in this version of PCRB (planned: see the README's "
             "roadmap). `bench list attacks|defenses|models` shows what exists."
         )
-    raise NotYetAvailable("the evaluation harness is not yet available in this version of PCRB")
+    import torch
+
+    from benchmark.runner import Runner
+
+    torch.manual_seed(cfg.seed)
+    runner = Runner(cfg, console=console, progress=not args.no_progress, fail_fast=args.fail_fast,
+                    shard=_parse_shard(args.shard), force=args.force)
+    rows = runner.run()
+    print_summary(rows, cfg, Console(width=max(120, Console().width)))
+    console.print(f"results: {runner.store.csv_path(cfg.dataset.name)} (run {runner.run_id})")
+    if runner.failures:
+        console.print(f"[red]{len(runner.failures)} cell(s) failed[/]; see the 'error' column of the results")
+        return 1
+    return 0
+
+
+def _parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like i/K (e.g. 0/4); got {text!r}") from None
+    if not 0 <= index < count:
+        raise ConfigError(f"--shard i/K needs 0 <= i < K; got {text!r}")
+    return index, count
+
+
+def print_summary(rows: Any, cfg: RunConfig, console: Any) -> None:
+    """Per protocol: rows = clean + attacks + mean + worst case, columns = defenses, cells =
+    accuracy % with the 95% Wilson interval's half-width; plus the attack's success on ``none``."""
+    from rich.table import Table
+
+    from benchmark.store import summary_table
+
+    if rows is None or len(rows) == 0:
+        console.print("no results")
+        return
+    for protocol, part in rows.groupby("protocol", sort=False):
+        table = summary_table(part)
+        if table.empty:
+            continue
+        ok = part[part["status"] == "ok"]
+        n = int(ok["n"].iloc[0]) if len(ok) else 0
+        title = (f"{cfg.dataset.name} · {protocol} · victim {cfg.victim} · profile {cfg.profile} · n={n} · "
+                 f"accuracy % (± 95% Wilson half-width)")
+        out = Table(title=title, title_justify="left")
+        out.add_column("attack")
+        for d in table.columns:
+            out.add_column(str(d), justify="right")
+        out.add_column("success on none", justify="right")
+        for attack, values in table.iterrows():
+            cells = []
+            for d, v in values.items():
+                match = ok[(ok["attack"] == attack) & (ok["defense"] == d)]
+                if v != v:  # NaN
+                    cells.append("-")
+                elif len(match):
+                    half = 50 * (float(match["ci_high"].iloc[-1]) - float(match["ci_low"].iloc[-1]))
+                    cells.append(f"{v:.1f} ±{half:.1f}")
+                else:
+                    cells.append(f"{v:.1f}")
+            success = ok[(ok["attack"] == attack) & (ok["defense"] == "none")]["attack_success"]
+            ok_success = success.dropna()
+            cells.append(f"{100 * float(ok_success.iloc[-1]):.1f}" if len(ok_success) else "")
+            style = "bold" if attack in ("mean over attacks", "worst case") else None
+            out.add_row(str(attack), *cells, style=style)
+        console.print(out)
 
 
 def _prepare_data(cfg: RunConfig, console: Any) -> dict[str, Any]:

@@ -143,6 +143,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:<i>
     batch_size: int = 32
     limit: int | None = None  # evaluate only the first N test clouds
+    eot: int = 4  # adaptive protocol: draws averaged per gradient for randomised defenses (EOT)
     cache_dir: str | None = None  # None: $PCRB_CACHE_DIR or the user cache dir
     out_dir: str = "results"
     plugins: list[str] = field(default_factory=list)
@@ -159,6 +160,8 @@ class RunConfig:
         self.protocol = expand_protocols(self.protocol)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.eot < 1:
+            raise ConfigError(f"eot must be >= 1 (draws per gradient of a randomised defense), got {self.eot}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be >= 1 (or null for all), got {self.limit}")
         if self.dataset.num_points < 1:

@@ -1,0 +1,493 @@
+"""The evaluation harness: a run configuration in, one result row per (protocol, defense, attack) out.
+
+    Runner(cfg).run() -> pandas.DataFrame (the rows it wrote or found finished)
+
+What one run does (DESIGN.md, "Data flows one way"):
+
+1. prepare both splits of the dataset and the test subset (``limit``, ``shard``);
+2. train or load the victim (and the surrogate for ``blackbox``) through the model zoo;
+3. for each protocol and attack, craft the adversarial examples once per *source* model
+   (``transfer``: the undefended victim; ``blackbox``: the surrogate; ``adaptive``: each
+   defended model, differentiated as it declares — exact, BPDA, EOT over ``eot`` draws),
+   through the adversarial cache;
+4. classify them with each defended model (defenses are prepared lazily, once, and cached
+   when they train) and write one row per cell to the results store.
+
+A cell whose row is stored with the same cell hash is skipped (resume). An exception in a
+cell is recorded as a failed row and the run goes on (``fail_fast`` stops it instead). A
+CUDA out-of-memory error retries the batch in halves.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import subprocess
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from attacks.crafting import CraftedSet, craft, crafting_key
+from benchmark.cache import resolve_cache_dir
+from benchmark.config import RunConfig, config_hash, to_jsonable
+from benchmark.data import PointCloudDataset, load_dataset
+from benchmark.env import package_versions, resolve_device
+from benchmark.registry import ATTACKS, DEFENSES
+from benchmark.store import ResultStore, encode_outcomes, wilson_interval
+from defenses import build_defense
+from defenses.base import Defense, DefenseContext, DefendedModel, ModelDefense, inference_cost
+
+__all__ = ["Cell", "Runner", "git_commit", "predict"]
+
+CLEAN = "clean"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One result: ``defense`` classifying ``attack``'s clouds crafted under ``protocol``."""
+
+    protocol: str
+    defense: str
+    attack: str  # "clean" for the clean clouds
+
+
+@dataclass
+class _PreparedDefense:
+    name: str
+    model: DefendedModel | None = None
+    seconds: float = 0.0
+    cost_ratio: float = float("nan")
+    identity: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def git_commit(path: Path | None = None) -> str:
+    """The checkout's commit hash (short), or "" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=path or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5, check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, points: Tensor, batch_size: int, device: torch.device,
+            before_batch: Callable[[int], None] | None = None) -> Tensor:
+    """Predicted labels ``[N]`` of ``model`` on ``points [N, P, 3]`` in batches; a CUDA
+    out-of-memory error retries that batch in halves. ``before_batch(start)`` runs before
+    each top-level batch (e.g. to reseed a randomised defense)."""
+
+    def run(x: Tensor) -> Tensor:
+        try:
+            return model(x.to(device)).argmax(1).cpu()
+        except RuntimeError as err:
+            if not _is_oom(err) or x.shape[0] == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = x.shape[0] // 2
+            return torch.cat([run(x[:half]), run(x[half:])])
+
+    out = []
+    for start in range(0, points.shape[0], batch_size):
+        if before_batch is not None:
+            before_batch(start)
+        out.append(run(points[start : start + batch_size]))
+    return torch.cat(out)
+
+
+def _batch_seed(seed: int, *parts: Any) -> int:
+    digest = hashlib.blake2b(json.dumps([seed, *parts]).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class _GivenModel(ModelDefense):
+    """A user's classifier evaluated as a defense (``api.evaluate``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def prepare(self, ctx: DefenseContext) -> nn.Module:
+        return self.model
+
+    def params(self) -> dict[str, Any]:
+        state = self.model.state_dict()
+        digest = hashlib.sha256()
+        for k in sorted(state):
+            digest.update(k.encode())
+            digest.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+        return {"class": type(self.model).__qualname__, "weights": digest.hexdigest()[:16]}
+
+
+class Runner:
+    """Runs the grid a :class:`RunConfig` describes and writes its rows.
+
+    Args:
+        cfg: the resolved run configuration.
+        console: a ``rich.console.Console`` for messages (default: stderr).
+        progress: show the live progress display.
+        fail_fast: re-raise the first exception of a cell instead of recording it.
+        extra_defenses: more defenses by name (``Defense`` instances or plain classifiers
+            ``[B, N, 3] -> [B, C]``), evaluated beside the selected ones.
+        shard: ``(index, count)``: evaluate only this shard's batches of the test subset.
+        force: recompute cells even when finished rows exist.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        console: Any = None,
+        progress: bool = True,
+        fail_fast: bool = False,
+        extra_defenses: Mapping[str, Defense | nn.Module] | None = None,
+        shard: tuple[int, int] = (0, 1),
+        force: bool = False,
+    ) -> None:
+        from rich.console import Console
+
+        self.cfg = cfg
+        self.console = console or Console(stderr=True)
+        self.progress = progress
+        self.fail_fast = fail_fast
+        self.force = force
+        self.shard = shard
+        self.extra = dict(extra_defenses or {})
+        self.device = resolve_device(cfg.device)
+        self.cache_dir = resolve_cache_dir(cfg.cache_dir)
+        self.store = ResultStore(cfg.out_dir)
+        self.run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        self.versions = package_versions()
+        self.commit = git_commit()
+        self._defenses: dict[str, _PreparedDefense] = {}
+        self._clean_pred: dict[str, Tensor] = {}
+        self.failures: list[tuple[Cell, str]] = []
+        self.rows: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ selection
+    def attack_names(self) -> list[str]:
+        return ATTACKS.resolve(self.cfg.attack)
+
+    def defense_names(self) -> list[str]:
+        names = [n for n in DEFENSES.resolve(self.cfg.defense) if n not in self.extra]
+        names = ["none"] + [n for n in names if n != "none"]  # the reference row is always there
+        return names + list(self.extra)
+
+    def cells(self) -> list[Cell]:
+        out = []
+        for protocol in self.cfg.protocol:
+            for defense in self.defense_names():
+                out.append(Cell(protocol, defense, CLEAN))
+            for attack in self.attack_names():
+                for defense in self.defense_names():
+                    out.append(Cell(protocol, defense, attack))
+        return out
+
+    # ------------------------------------------------------------------ data and models
+    def _log(self, message: str) -> None:
+        self.console.print(f"  {message}")
+
+    def prepare_data(self) -> None:
+        cfg = self.cfg
+        self.splits: dict[str, PointCloudDataset] = {}
+        for split in ("train", "test"):
+            with self.console.status(f"preparing {cfg.dataset.name} ({split})"):
+                self.splits[split] = load_dataset(
+                    cfg.dataset.name, split, root=cfg.dataset.root, num_points=cfg.dataset.num_points,
+                    sampling=cfg.dataset.sampling, normalize=cfg.dataset.normalize, seed=cfg.seed,
+                    cache_dir=self.cache_dir, options=cfg.dataset_options(),
+                )
+        test = self.splits["test"]
+        n = len(test) if cfg.limit is None else min(cfg.limit, len(test))
+        index, count = self.shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard must be i/K with 0 <= i < K; got {index}/{count}")
+        starts = list(range(0, n, cfg.batch_size))[index::count]  # whole batches: same draws as one process
+        self.indices = np.concatenate([np.arange(s, min(s + cfg.batch_size, n)) for s in starts]) if starts \
+            else np.zeros(0, dtype=np.int64)
+        self.points = torch.from_numpy(test.points[self.indices]).float()
+        self.labels = torch.from_numpy(test.labels[self.indices]).long()
+        self.console.print(
+            f"  {cfg.dataset.name}: {len(self.splits['train'])} train / {len(self.indices)} of {len(test)} test "
+            f"clouds x {test.num_points} points, {test.num_classes} classes (fingerprint {test.fingerprint})"
+        )
+
+    def prepare_models(self) -> None:
+        from models.zoo import Zoo, ZooContext
+
+        cfg = self.cfg
+        self.zoo = Zoo(ZooContext(train=self.splits["train"], test=self.splits["test"], cache_dir=self.cache_dir,
+                                  device=self.device, seed=cfg.seed, params=cfg.models,
+                                  train_config=cfg.train_config, progress=self.progress, log=self._log))
+        self.victim = self.zoo.get(cfg.victim)
+        self.victim.model.eval().requires_grad_(False)
+
+    def _defense_ctx(self) -> DefenseContext:
+        return DefenseContext(
+            victim=self.victim.model, train=self.splits["train"], device=self.device, seed=self.cfg.seed,
+            cache_dir=self.cache_dir, victim_name=self.cfg.victim, victim_hash=self.victim.weights_hash,
+            train_config=self.cfg.train_config, attack_params=self.cfg.attacks, zoo=self.zoo,
+            progress=self.progress, log=self._log,
+        )
+
+    def _defense_object(self, name: str) -> Defense:
+        if name in self.extra:
+            given = self.extra[name]
+            obj = given if isinstance(given, Defense) else _GivenModel(given)
+            obj.registry_name = name
+            return obj
+        return build_defense(name, **(self.cfg.defenses.get(name) or {}))
+
+    def defense_identity(self, name: str) -> tuple[str, dict[str, Any]]:
+        """A hash of everything a prepared defense depends on (without preparing it)."""
+        obj = self._defense_object(name)
+        params = to_jsonable(obj.params())
+        spec = {"defense": name, "params": params, "train": to_jsonable(dataclasses.asdict(self.cfg.train_config(name))),
+                "victim": self.victim.weights_hash, "dataset": self.splits["train"].fingerprint, "seed": self.cfg.seed}
+        return config_hash(spec), params
+
+    def defense(self, name: str) -> _PreparedDefense:
+        """The prepared defense ``name`` (prepared once per run; failures remembered)."""
+        if name in self._defenses:
+            return self._defenses[name]
+        identity, params = self.defense_identity(name)
+        prepared = _PreparedDefense(name, identity=identity, params=params)
+        self._defenses[name] = prepared
+        try:
+            start = time.perf_counter()
+            prepared.model = self._defense_object(name)(self._defense_ctx())
+            prepared.seconds = time.perf_counter() - start
+            sample = self.points[: self.cfg.batch_size].to(self.device)
+            if name == "none":
+                prepared.cost_ratio = 1.0
+            elif len(sample):
+                prepared.model.reseed(self.cfg.seed)
+                prepared.cost_ratio = inference_cost(prepared.model, self.victim.model, sample, repeats=2)["ratio"]
+        except Exception as err:  # noqa: BLE001 - recorded per cell
+            if self.fail_fast:
+                raise
+            prepared.error = f"{type(err).__name__}: {err}"
+            self.console.print(f"[red]  defense {name} failed to prepare: {prepared.error}[/]")
+        return prepared
+
+    def attack_object(self, name: str) -> Any:
+        """The attack ``name`` with the run's parameters and seed (and AdvPC's autoencoder)."""
+        params = dict(self.cfg.attacks.get(name) or {})
+        if "seed" in ATTACKS.get(name).defaults:
+            params.setdefault("seed", self.cfg.seed)
+        attack = ATTACKS.build(name, **params)
+        if hasattr(attack, "with_autoencoder"):
+            attack.with_autoencoder(self.zoo.get(getattr(attack, "autoencoder", "pc-autoencoder")).model)
+        return attack
+
+    # ------------------------------------------------------------------ cells
+    def _source(self, protocol: str, defense: str) -> tuple[str, str]:
+        """(source name, source identity) of the examples a cell classifies."""
+        if protocol == "transfer" or (protocol == "adaptive" and defense == "none"):
+            return self.cfg.victim, self.victim.weights_hash
+        if protocol == "blackbox":
+            return self.cfg.surrogate, self.zoo.get(self.cfg.surrogate).weights_hash
+        identity, _ = self.defense_identity(defense)
+        return f"{defense}@{self.cfg.victim}", f"adaptive:{identity}:eot{self.cfg.eot}"
+
+    def _key(self, cell: Cell, source: str) -> dict[str, Any]:
+        return {"dataset": self.cfg.dataset.name, "profile": self.cfg.profile, "protocol": cell.protocol,
+                "victim": self.cfg.victim, "source": source if cell.attack != CLEAN else "",
+                "defense": cell.defense, "attack": cell.attack, "seed": self.cfg.seed, "n": len(self.indices)}
+
+    def _cell_hash(self, cell: Cell, source_identity: str) -> str:
+        attack_params = {} if cell.attack == CLEAN else to_jsonable(dataclasses.asdict(self.attack_object_spec(cell.attack)))
+        return config_hash({
+            "cell": dataclasses.asdict(cell), "source": source_identity if cell.attack != CLEAN else "",
+            "defense": self.defense_identity(cell.defense)[0], "attack": attack_params,
+            "dataset": self.splits["test"].fingerprint, "indices": self.indices.tolist(), "seed": self.cfg.seed,
+        })
+
+    def attack_object_spec(self, name: str) -> Any:
+        """The attack's hyperparameters (without building helper models): for hashing."""
+        params = dict(self.cfg.attacks.get(name) or {})
+        if "seed" in ATTACKS.get(name).defaults:
+            params.setdefault("seed", self.cfg.seed)
+        return ATTACKS.build(name, **params)
+
+    def _craft(self, attack_name: str, source_model: nn.Module, source_identity: str,
+               advance: Callable[[int, int], None]) -> CraftedSet:
+        attack = self.attack_object(attack_name)
+        key = crafting_key(attack, model_hash=source_identity, dataset_fingerprint=self.splits["test"].fingerprint,
+                           split="test", subset=self.indices.tolist(), name=attack_name)
+        batch = self.cfg.batch_size
+        while True:
+            try:
+                return craft(attack, source_model, self.points, self.labels, key=key, cache_dir=self.cache_dir,
+                             batch_size=batch, indices=torch.from_numpy(self.indices), on_batch=advance)
+            except RuntimeError as err:
+                if not _is_oom(err) or batch == 1:
+                    raise
+                torch.cuda.empty_cache()
+                batch = max(1, batch // 2)
+                self.console.print(f"[yellow]  {attack_name}: CUDA out of memory; retrying with batch {batch}[/]")
+
+    def _evaluate(self, prepared: _PreparedDefense, points: Tensor, cell: Cell) -> tuple[Tensor, float]:
+        model = prepared.model
+        start = time.perf_counter()
+        pred = predict(model, points, self.cfg.batch_size, self.device,
+                       before_batch=lambda s: model.reseed(_batch_seed(self.cfg.seed, cell.protocol, cell.attack,
+                                                                       int(self.indices[s]))))
+        return pred, time.perf_counter() - start
+
+    def _row(self, cell: Cell, key: Mapping[str, Any], cell_hash: str, prepared: _PreparedDefense,
+             correct: Tensor | None, crafted: CraftedSet | None, seconds_eval: float, error: str | None) -> dict[str, Any]:
+        n = len(self.indices)
+        row: dict[str, Any] = dict(key)
+        row.update(status="ok" if error is None else "failed", error=error or "",
+                   defense_params=json.dumps(prepared.params, sort_keys=True),
+                   attack_params="" if cell.attack == CLEAN else json.dumps(
+                       to_jsonable(dataclasses.asdict(self.attack_object_spec(cell.attack))), sort_keys=True),
+                   cell_hash=cell_hash, config_hash=self.cfg.hash(), dataset_fingerprint=self.splits["test"].fingerprint,
+                   victim_hash=self.victim.weights_hash, run_id=self.run_id, pcrb_version=self.versions.get("pcrb"),
+                   torch_version=self.versions.get("torch"), git_commit=self.commit, device=str(self.device),
+                   timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   seconds_defense=round(prepared.seconds, 3), cost_ratio=prepared.cost_ratio,
+                   seconds_eval=round(seconds_eval, 3))
+        if correct is not None:
+            k = int(correct.sum())
+            low, high = wilson_interval(k, n)
+            row.update(correct=k, accuracy=k / n if n else float("nan"), ci_low=low, ci_high=high,
+                       outcomes=encode_outcomes(correct.numpy()))
+        if crafted is not None:
+            row.update(attack_success=crafted.success_rate, seconds_attack=round(crafted.seconds, 3),
+                       l2=float(crafted.l2.nanmean()) if not bool(crafted.l2.isnan().all()) else float("nan"),
+                       chamfer=float(crafted.chamfer.mean()), hausdorff=float(crafted.hausdorff.mean()))
+        return row
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> pd.DataFrame:
+        """Run every cell (skipping finished ones) and return the rows of this run's cells."""
+        self.prepare_data()
+        if not len(self.indices):
+            raise ValueError(f"shard {self.shard[0]}/{self.shard[1]} holds no test clouds; use fewer shards")
+        self.prepare_models()
+        if "blackbox" in self.cfg.protocol:
+            self.zoo.get(self.cfg.surrogate)
+        self.store.write_run(self.run_id, self._run_meta())
+        cells = self.cells()
+        with self._progress(len(cells)) as advance:
+            for cell in cells:
+                advance(cell, None)
+                self._do_cell(cell, advance)
+                advance(cell, 1)
+        self.store.write_run(self.run_id, self._run_meta(finished=True))
+        return pd.DataFrame(self.rows)
+
+    def _do_cell(self, cell: Cell, advance: Callable[..., None]) -> None:
+        source, source_identity = self._source(cell.protocol, cell.defense) if cell.attack != CLEAN else ("", "")
+        key = self._key(cell, source)
+        try:
+            cell_hash = self._cell_hash(cell, source_identity)
+        except Exception as err:  # noqa: BLE001 - e.g. bad attack parameters
+            if self.fail_fast:
+                raise
+            self._fail(cell, key, "", _PreparedDefense(cell.defense), err)
+            return
+        if not self.force:
+            done = self.store.finished(key, cell_hash)
+            if done is not None:
+                self.rows.append(done)
+                return
+        prepared = self.defense(cell.defense)
+        if prepared.error is not None:
+            self._fail(cell, key, cell_hash, prepared, RuntimeError(prepared.error))
+            return
+        try:
+            crafted = None
+            if cell.attack == CLEAN:
+                points = self.points
+            else:
+                source_model = self._source_model(cell)
+                crafted = self._craft(cell.attack, source_model, source_identity,
+                                      lambda done, total: advance(cell, None, f"{done}/{total} batches"))
+                points = crafted.points
+            pred, seconds = self._evaluate(prepared, points, cell)
+            row = self._row(cell, key, cell_hash, prepared, pred == self.labels, crafted, seconds, None)
+        except Exception as err:  # noqa: BLE001 - one failed cell must not lose the others
+            if self.fail_fast or isinstance(err, KeyboardInterrupt):
+                raise
+            self._fail(cell, key, cell_hash, prepared, err)
+            return
+        self.store.write([row])
+        self.rows.append(row)
+
+    def _source_model(self, cell: Cell) -> nn.Module:
+        if cell.protocol == "transfer" or (cell.protocol == "adaptive" and cell.defense == "none"):
+            return self.victim.model
+        if cell.protocol == "blackbox":
+            return self.zoo.get(self.cfg.surrogate).model
+        prepared = self.defense(cell.defense)
+        prepared.model.reseed(_batch_seed(self.cfg.seed, "adaptive", cell.attack))
+        return prepared.model.attackable(eot=self.cfg.eot)
+
+    def _fail(self, cell: Cell, key: Mapping[str, Any], cell_hash: str, prepared: _PreparedDefense,
+              err: BaseException) -> None:
+        message = f"{type(err).__name__}: {err}"
+        self.failures.append((cell, message))
+        self.console.print(f"[red]  {cell.protocol}/{cell.defense}/{cell.attack} failed: {message}[/]")
+        if not isinstance(err, RuntimeError) or prepared.error is None:
+            self.console.print(traceback.format_exc(limit=3), markup=False, highlight=False)
+        row = self._row(cell, key, cell_hash, prepared, None, None, 0.0, message)
+        self.store.write([row])
+        self.rows.append(row)
+
+    def _run_meta(self, finished: bool = False) -> dict[str, Any]:
+        import platform
+
+        return {
+            "run_id": self.run_id, "finished": finished, "config": self.cfg.to_dict(), "config_hash": self.cfg.hash(),
+            "versions": self.versions, "git_commit": self.commit, "device": str(self.device),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "shard": list(self.shard), "n": int(len(getattr(self, "indices", []))),
+            "failures": [{"cell": dataclasses.asdict(c), "error": e} for c, e in self.failures],
+            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _progress(self, total: int) -> Any:
+        from contextlib import contextmanager
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        @contextmanager
+        def display() -> Iterator[Callable[..., None]]:
+            columns = [TextColumn("[bold]cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}")]
+            with Progress(*columns, console=self.console, disable=not self.progress, transient=False) as bar:
+                task = bar.add_task("", total=total)
+
+                def advance(cell: Cell, step: int | None, info: str = "") -> None:
+                    what = f"{cell.protocol} · {cell.attack} → {cell.defense}" + (f" ({info})" if info else "")
+                    bar.update(task, advance=step or 0, description=what)
+
+                yield advance
+
+        return display()
+
+
+def summarise(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per protocol, the summary table (see :func:`benchmark.store.summary_table`)."""
+    from benchmark.store import summary_table
+
+    return {protocol: summary_table(part) for protocol, part in rows.groupby("protocol", sort=False)}

@@ -1,0 +1,249 @@
+"""The results store: one CSV row per evaluated cell, written atomically, idempotent by key.
+
+A *cell* is (dataset, profile, protocol, victim, source, defense, attack, seed, n): the
+accuracy of one defended model on one set of clouds (``attack == "clean"`` for the clean
+clouds). Rows live in ``<out_dir>/<dataset>.csv``; run metadata in
+``<out_dir>/runs/<run-id>.json``.
+
+- **Idempotent**: writing a row whose key exists replaces it (never duplicates it).
+- **Atomic, concurrent-safe**: each write takes an exclusive lock on ``<csv>.lock``, reads
+  the current file, merges, writes a temporary file and renames it over the CSV, so a
+  reader never sees a partial file and two runs never lose each other's rows.
+- **Resumable**: :meth:`ResultStore.finished` says whether a cell with the same key *and
+  the same cell hash* (everything that determines its numbers) is already stored.
+- **Per-sample outcomes**: each row keeps which clouds were classified correctly (packed
+  bits, hex), so the worst-case robust accuracy over attacks (AutoAttack's convention)
+  can be computed from the CSV alone.
+
+Floor 0: imports numpy, pandas and the standard library only.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "COLUMNS",
+    "KEY_COLUMNS",
+    "VOLATILE_COLUMNS",
+    "ResultStore",
+    "decode_outcomes",
+    "encode_outcomes",
+    "summary_table",
+    "wilson_interval",
+    "worst_case",
+]
+
+#: Columns that identify a cell: a row with the same values replaces the old one.
+KEY_COLUMNS: tuple[str, ...] = (
+    "dataset", "profile", "protocol", "victim", "source", "defense", "attack", "seed", "n",
+)
+
+#: Every column, in the order the CSV keeps them.
+COLUMNS: tuple[str, ...] = (
+    *KEY_COLUMNS,
+    "status",  # ok | failed
+    "correct", "accuracy", "ci_low", "ci_high",  # accuracy of the defended model, Wilson 95% CI
+    "attack_success",  # success rate of the attack on the model it was crafted against
+    "l2", "chamfer", "hausdorff",  # mean distances of the clouds to the clean ones
+    "seconds_attack", "seconds_defense", "seconds_eval", "cost_ratio",
+    "defense_params", "attack_params",  # canonical JSON
+    "cell_hash", "config_hash", "dataset_fingerprint", "victim_hash",
+    "outcomes",  # per-sample correctness, packed bits as hex (sample order = the test subset's)
+    "error",
+    "run_id", "pcrb_version", "torch_version", "git_commit", "device", "timestamp",
+)
+
+#: Columns that may differ between two identical runs (timings, provenance of the run).
+VOLATILE_COLUMNS: tuple[str, ...] = (
+    "seconds_attack", "seconds_defense", "seconds_eval", "cost_ratio", "run_id", "timestamp",
+    "device", "git_commit", "pcrb_version", "torch_version",
+)
+
+_INT_COLUMNS = ("seed", "n", "correct")
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion ``correct / n`` (default 95%).
+
+    Returns ``(low, high)`` in ``[0, 1]``; ``(nan, nan)`` when ``n == 0``.
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct must lie in [0, n] = [0, {n}]; got {correct}")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def encode_outcomes(correct: Sequence[bool] | np.ndarray) -> str:
+    """Per-sample booleans -> ``"<n>:<hex of packed bits>"`` (compact, exact, CSV-safe)."""
+    bits = np.asarray(correct, dtype=bool).ravel()
+    return f"{bits.size}:{np.packbits(bits).tobytes().hex()}"
+
+
+def decode_outcomes(text: str) -> np.ndarray:
+    """Inverse of :func:`encode_outcomes`: a bool array."""
+    try:
+        size, hexbits = str(text).split(":", 1)
+        raw = np.frombuffer(bytes.fromhex(hexbits), dtype=np.uint8)
+        return np.unpackbits(raw)[: int(size)].astype(bool)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"malformed outcomes field {text!r}; expected '<n>:<hex>'") from err
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created); a no-op where ``fcntl`` is missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: rely on the atomic rename alone
+        yield
+        return
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
+    for column in _INT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    for column in KEY_COLUMNS:
+        if column not in _INT_COLUMNS:
+            frame[column] = frame[column].fillna("").astype(str)
+    return frame
+
+
+def _sort(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+
+
+class ResultStore:
+    """Rows of results under ``out_dir`` (one CSV per dataset)."""
+
+    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+        self.out_dir = Path(out_dir)
+
+    def csv_path(self, dataset: str) -> Path:
+        return self.out_dir / f"{dataset}.csv"
+
+    def read(self, dataset: str | None = None) -> pd.DataFrame:
+        """All rows (of one dataset, or of every ``*.csv`` under ``out_dir``), sorted by key."""
+        paths = [self.csv_path(dataset)] if dataset else sorted(self.out_dir.glob("*.csv"))
+        frames = []
+        for path in paths:
+            if not path.exists():
+                continue
+            try:
+                frames.append(pd.read_csv(path, dtype={"outcomes": str, "error": str, "git_commit": str},
+                                          keep_default_na=False, na_values=[""]))
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+                raise ValueError(f"results file {path} is not a readable CSV ({err}); move it away and rerun") from err
+        if not frames:
+            return _normalise(pd.DataFrame(columns=list(COLUMNS)))
+        return _sort(_normalise(pd.concat(frames, ignore_index=True)))
+
+    def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert or replace ``rows`` (by :data:`KEY_COLUMNS`), atomically, under a file lock."""
+        new = pd.DataFrame([dict(r) for r in rows])
+        if new.empty:
+            return
+        for dataset, part in new.groupby("dataset", sort=True):
+            path = self.csv_path(str(dataset))
+            with _locked(path.parent / f".{path.name}.lock"):
+                old = self.read(str(dataset))
+                merged = _normalise(pd.concat([old, _normalise(part.copy())], ignore_index=True))
+                merged = merged.drop_duplicates(list(KEY_COLUMNS), keep="last")
+                _atomic_write_text(path, _sort(merged).to_csv(index=False, float_format="%.6g"))
+
+    def finished(self, key: Mapping[str, Any], cell_hash: str) -> dict[str, Any] | None:
+        """The stored row of the cell ``key`` when it finished with the same ``cell_hash``."""
+        frame = self.read(str(key["dataset"]))
+        if frame.empty:
+            return None
+        match = np.ones(len(frame), dtype=bool)
+        for column in KEY_COLUMNS:
+            value = key[column]
+            match &= (frame[column].astype(str) == str(value)).to_numpy()
+        rows = frame[match & (frame["cell_hash"] == cell_hash).to_numpy() & (frame["status"] == "ok").to_numpy()]
+        return None if rows.empty else rows.iloc[-1].to_dict()
+
+    def write_run(self, run_id: str, meta: Mapping[str, Any]) -> Path:
+        """Run metadata (resolved config, versions, environment) to ``runs/<run_id>.json``."""
+        path = self.out_dir / "runs" / f"{run_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        return path
+
+
+def worst_case(frame: pd.DataFrame) -> pd.Series:
+    """Worst-case robust accuracy per group of (dataset, profile, protocol, victim, source,
+    defense, seed, n): the share of clouds classified correctly clean *and* under every attack
+    of the group (a cloud counts once, failed cells ignored)."""
+    ok = frame[frame["status"] == "ok"]
+    group = [c for c in KEY_COLUMNS if c not in ("attack", "source")]
+    out = {}
+    for key, part in ok.groupby(group, sort=True, dropna=False):
+        outcomes = [decode_outcomes(o) for o in part["outcomes"] if isinstance(o, str) and o]
+        if not outcomes or len({o.size for o in outcomes}) != 1:
+            continue
+        out[key] = float(np.logical_and.reduce(outcomes).mean())
+    return pd.Series(out, dtype=float)
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows = ``clean`` + attacks + ``mean over attacks`` + ``worst case``, columns = defenses
+    (``none`` first), cells = accuracy in percent, for the rows of one (dataset, protocol)."""
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty:
+        return pd.DataFrame()
+    table = ok.pivot_table(index="attack", columns="defense", values="accuracy", aggfunc="last") * 100
+    attacks = [a for a in dict.fromkeys(ok["attack"]) if a != "clean"]
+    order = (["clean"] if "clean" in table.index else []) + attacks
+    table = table.reindex(order)
+    defenses = list(dict.fromkeys(ok["defense"]))
+    defenses = (["none"] if "none" in defenses else []) + [d for d in defenses if d != "none"]
+    table = table[defenses]
+    if attacks:
+        table.loc["mean over attacks"] = table.loc[attacks].mean(axis=0)
+        worst = worst_case(ok)
+        table.loc["worst case"] = [
+            100 * worst[[k for k in worst.index if k[4] == d]].min() if any(k[4] == d for k in worst.index) else np.nan
+            for d in defenses
+        ]
+    return table
