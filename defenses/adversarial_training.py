@@ -1,0 +1,369 @@
+"""Adversarial training (PROTOCOL.md section 3): ``pgd-at`` (Madry, the victim fine-tuned) and
+``prompt-at`` (point prompts only, on a frozen victim).
+
+- ``pgd-at``: a copy of the victim is fine-tuned on PGD examples of every training batch,
+  crafted against the model being trained with the run's ``pgd`` (its budget, loss and
+  norm; ``steps``/``targeted`` may be overridden for training). An
+  :class:`~models.heads.EmbeddingClassifier` trains its encoder only: the head (fixed
+  class text embeddings) stays as it is.
+- ``prompt-at``: MRPD's schedule without teachers. The victim is frozen; ``num_prompts``
+  point-prompt tokens (``defenses.prompting``) learn with cross-entropy, the first half of
+  the epochs on clean clouds, the second half on PGD examples crafted **once** against the
+  undefended victim (the paper's transfer setting).
+
+Both carve their validation split from ``ctx.train`` (never the test set), keep the epoch
+with the best validation robust accuracy (clean accuracy breaks ties), and are cached by
+``ctx.cached_training`` under their parameters, the training settings and the attack's
+parameters. Every random draw is seeded: the attacks' targets and random starts come from
+per-sample generators (``attacks.base.sample_generator``), the rest from ``fit``'s seed, so
+the same seed gives the same weights.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from attacks.base import Attack
+from attacks.crafting import CraftedSet, attack_name, craft, crafting_key
+from benchmark.config import TrainConfig, config_hash, to_jsonable
+from benchmark.data import PointCloudDataset
+from benchmark.training import fit, split_indices
+from defenses import register_defense
+from defenses.base import DefendedModel, DefenseContext, ModelDefense
+from defenses.prompting import PromptedClassifier
+from models.heads import EmbeddingClassifier
+
+__all__ = [
+    "PGDAT",
+    "PromptAT",
+    "crafted_training_set",
+    "robust_accuracy",
+    "victim_weights_hash",
+]
+
+#: Bump when a training recipe here changes, so cached defenses are retrained.
+RECIPE_VERSION = 1
+
+#: Weight of clean accuracy in the validation score (robust + TIE * clean): breaks ties only.
+_TIE = 1e-4
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def victim_weights_hash(ctx: DefenseContext) -> str:
+    """``ctx.victim_hash``, or (when the caller gave none) sha256 of the victim's state dict."""
+    if ctx.victim_hash:
+        return ctx.victim_hash
+    h = hashlib.sha256()
+    for name, tensor in sorted(ctx.victim.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def robust_accuracy(
+    model: nn.Module,
+    attack: Attack,
+    data: PointCloudDataset,
+    *,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    indices: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """White-box ``(robust, clean)`` accuracy in [0, 1] of ``model`` on ``data``.
+
+    Args:
+        model: ``[B, N, 3] -> [B, C]``; its mode and gradient flags are restored by the attack.
+        attack: crafted against ``model`` itself.
+        data: the clouds.
+        batch_size: clouds per attack call (does not change the result).
+        indices: ``[len(data)]`` the clouds' positions handed to the attack (they seed its
+            targets and random starts); default ``arange(len(data))``.
+    """
+    idx = torch.from_numpy(np.arange(len(data)) if indices is None else np.asarray(indices)).long()
+    robust = clean = 0
+    for start in range(0, len(data), batch_size):
+        stop = min(start + batch_size, len(data))
+        points = torch.from_numpy(data.points[start:stop]).to(device)
+        labels = torch.from_numpy(data.labels[start:stop]).to(device)
+        with torch.autocast(torch.device(device).type, enabled=False):
+            result = attack(model, points, labels, indices=idx[start:stop])
+            with torch.no_grad():
+                clean += int((model(points).argmax(-1) == labels).sum())
+        robust += int((result.pred.to(labels.device) == labels).sum())
+    n = max(len(data), 1)
+    return robust / n, clean / n
+
+
+_CRAFTED: OrderedDict[str, CraftedSet] = OrderedDict()
+_CRAFTED_KEEP = 2  # crafted training sets kept in memory (one run needs one)
+
+
+def crafted_training_set(
+    ctx: DefenseContext, attack: Attack, *, batch_size: int = 32, name: str | None = None
+) -> CraftedSet:
+    """Adversarial examples of every cloud of ``ctx.train``, crafted once against the undefended
+    ``ctx.victim`` (MRPD's second-half training data).
+
+    Sample ``i`` is attacked with index ``i`` (its position in ``ctx.train``), so the result
+    does not depend on the validation split or the batch size. Kept in memory for the run
+    (keyed by attack, victim weights and data) and, with ``ctx.cache_dir``, in the
+    adversarial-example cache, so ``prompt-at`` and MRPD share one crafting.
+
+    Args:
+        batch_size: clouds per attack call (does not change the examples).
+        name: the cache entry's name (default: the attack's registry name).
+
+    Returns:
+        ``CraftedSet`` on the CPU: ``points`` ``[len(ctx.train), N, 3]``.
+    """
+    key = crafting_key(attack, model_hash=victim_weights_hash(ctx), dataset_fingerprint=ctx.train.fingerprint,
+                       split=ctx.train.split, name=name)
+    memo = config_hash(key)
+    if memo in _CRAFTED:
+        _CRAFTED.move_to_end(memo)
+        return _CRAFTED[memo]
+    crafted = craft(attack, ctx.victim, ctx.train.points, ctx.train.labels, key=key, cache_dir=ctx.cache_dir,
+                    batch_size=batch_size, progress=ctx.progress)
+    ctx.log(f"{key['attack']}: {'loaded' if crafted.cached else 'crafted'} {len(crafted)} training examples "
+            f"against the victim (success {100 * crafted.success_rate:.1f}%, {crafted.seconds:.0f} s)")
+    _CRAFTED[memo] = crafted
+    while len(_CRAFTED) > _CRAFTED_KEEP:
+        _CRAFTED.popitem(last=False)
+    return crafted
+
+
+def _spec(defense: ModelDefense, cfg: TrainConfig, attack: Attack) -> dict[str, Any]:
+    """What a trained defense depends on besides victim, data and seed (``cached_training`` adds those)."""
+    return {
+        "recipe": RECIPE_VERSION,
+        "params": to_jsonable(defense.params()),
+        "train": to_jsonable(dataclasses.asdict(cfg)),
+        "attack": {"name": attack_name(attack), "params": to_jsonable(dataclasses.asdict(attack))},
+    }
+
+
+def _epoch_counter(num_train: int, cfg: TrainConfig) -> Callable[[], int]:
+    """A function returning the current epoch of ``fit`` when called once per training step
+    (``fit`` takes ``max(1, len(train) // batch_size)`` steps per epoch)."""
+    per_epoch = max(1, num_train // cfg.batch_size)
+    calls = [0]
+
+    def epoch() -> int:
+        calls[0] += 1
+        return (calls[0] - 1) // per_epoch
+
+    return epoch
+
+
+def _score(robust: float, clean: float) -> float:
+    return robust + _TIE * clean
+
+
+def _result_meta(result: Any, scores: list[tuple[float, float]], cfg: TrainConfig) -> dict[str, Any]:
+    best = scores[result.best_epoch] if scores and result.best_epoch >= 0 else (None, None)
+    return {
+        "epochs": cfg.epochs,
+        "best_epoch": result.best_epoch,
+        "val_robust_accuracy": best[0],
+        "val_clean_accuracy": best[1],
+        "train_loss": result.train_loss[-1] if result.train_loss else None,
+    }
+
+
+def _defended(model: nn.Module, meta: dict[str, Any], cached: bool) -> DefendedModel:
+    defended = DefendedModel(model, kind="model", gradient="exact", randomized=False)
+    defended.meta = {**meta, "cached": cached}
+    return defended
+
+
+# --------------------------------------------------------------------------- pgd-at
+
+
+@register_defense("pgd-at")
+@dataclass
+class PGDAT(ModelDefense):
+    """PGD adversarial training (Madry et al.): the victim fine-tuned on the run's PGD examples.
+
+    Hyperparameters:
+        steps: PGD steps while training and validating (None = the run's ``pgd`` steps);
+            the step size follows the run's ``pgd`` (``eps / steps`` unless it sets one).
+        targeted: None = as the run's ``pgd``; False trains on untargeted (Madry) examples.
+        mix_clean: weight ``w`` of the clean loss: ``(1 - w) * CE(adv) + w * CE(clean)``
+            (0 = adversarial examples only, as Madry et al.).
+        val_limit: at most this many validation clouds are attacked after each epoch to pick
+            the best checkpoint (robust accuracy against the model being trained).
+
+    Epochs, learning rate and batch size: ``training.pgd-at`` (over ``training.default``).
+    The examples of each batch are crafted with the model in eval mode (BatchNorm running
+    statistics), in fp32, from per-sample seeds that change with the epoch.
+    """
+
+    steps: int | None = None
+    targeted: bool | None = None
+    mix_clean: float = 0.0
+    val_limit: int | None = 256
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"pgd-at: steps must be an int >= 1 or None (the run's pgd steps); got {self.steps!r}")
+        if not 0.0 <= self.mix_clean <= 1.0:
+            raise ValueError(f"pgd-at: mix_clean is a weight in [0, 1]; got {self.mix_clean}")
+        if self.val_limit is not None and self.val_limit < 1:
+            raise ValueError(f"pgd-at: val_limit must be >= 1 or None (all validation clouds); got {self.val_limit}")
+
+    def training_attack(self, ctx: DefenseContext) -> Attack:
+        """The run's ``pgd`` with this defense's overrides (``steps``, ``targeted``)."""
+        overrides: dict[str, Any] = {}
+        if self.steps is not None:
+            overrides["steps"] = self.steps
+        if self.targeted is not None:
+            overrides["targeted"] = self.targeted
+        return ctx.attack("pgd", **overrides)
+
+    def prepare(self, ctx: DefenseContext) -> nn.Module:
+        cfg = ctx.train_config("pgd-at")
+        attack = self.training_attack(ctx)
+        model = copy.deepcopy(ctx.victim).to(ctx.device)
+        model.requires_grad_(False)
+        trainable = list(model.encoder.parameters()) if isinstance(model, EmbeddingClassifier) else list(model.parameters())
+        for p in trainable:
+            p.requires_grad_(True)
+
+        def train() -> dict[str, Any]:
+            return self._train(ctx, model, trainable, attack, cfg)
+
+        meta, cached = ctx.cached_training("pgd-at", model, _spec(self, cfg, attack), train)
+        model.requires_grad_(False)
+        return _defended(model.eval(), meta, cached)
+
+    def _train(
+        self, ctx: DefenseContext, model: nn.Module, params: list[nn.Parameter], attack: Attack, cfg: TrainConfig
+    ) -> dict[str, Any]:
+        train_idx, val_idx = split_indices(ctx.train, cfg.val_fraction, ctx.seed)
+        train = ctx.train.subset(train_idx)
+        if self.val_limit is not None:
+            val_idx = val_idx[: self.val_limit]
+        global_idx = torch.from_numpy(train_idx).long()
+        epoch_of_step = _epoch_counter(len(train), cfg)
+        w = self.mix_clean
+
+        def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
+            # fresh targets / starts every epoch, still a pure function of (seed, cloud, epoch)
+            seeds = global_idx[idx] + epoch_of_step() * len(ctx.train)
+            with torch.autocast(points.device.type, enabled=False):
+                adv = attack(model, points.float(), labels, indices=seeds).points
+            loss = (1 - w) * nn.functional.cross_entropy(model(adv), labels, label_smoothing=cfg.label_smoothing)
+            if w > 0:
+                loss = loss + w * nn.functional.cross_entropy(model(points), labels, label_smoothing=cfg.label_smoothing)
+            return loss
+
+        val = ctx.train.subset(val_idx) if len(val_idx) else None
+        scores: list[tuple[float, float]] = []
+
+        def validate() -> float:
+            assert val is not None
+            scores.append(robust_accuracy(model, attack, val, batch_size=cfg.batch_size, device=ctx.device,
+                                          indices=val_idx))
+            return _score(*scores[-1])
+
+        result = fit(model, train, cfg, step, params=params, validate=validate if val is not None else None,
+                     device=ctx.device, seed=ctx.seed, description="pgd-at", progress=ctx.progress, log=ctx.log)
+        return _result_meta(result, scores, cfg)
+
+
+# --------------------------------------------------------------------------- prompt-at
+
+
+@register_defense("prompt-at")
+@dataclass
+class PromptAT(ModelDefense):
+    """Prompt adversarial training: only point prompts learn, the victim stays frozen (MRPD without teachers).
+
+    Hyperparameters:
+        num_prompts: point-prompt tokens after CLS (MRPD: 10), init N(0, 1) from the seed.
+        steps: PGD steps for the examples crafted once against the undefended victim
+            (None = the run's ``pgd`` steps).
+        clean_fraction: fraction of the epochs trained on clean clouds before switching to
+            the adversarial ones (MRPD: the first half).
+
+    Epochs, AdamW settings, gradient clipping: ``training.prompt-at``. The adversarial
+    clouds are used as crafted (no augmentation); the checkpoint kept is the epoch with the
+    best robust accuracy on the validation clouds' transferred examples.
+    """
+
+    num_prompts: int = 10
+    steps: int | None = None
+    clean_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_prompts, int) or self.num_prompts < 1:
+            raise ValueError(f"prompt-at: num_prompts must be an int >= 1; got {self.num_prompts!r}")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"prompt-at: steps must be an int >= 1 or None (the run's pgd steps); got {self.steps!r}")
+        if not 0.0 <= self.clean_fraction <= 1.0:
+            raise ValueError(f"prompt-at: clean_fraction must be in [0, 1]; got {self.clean_fraction}")
+
+    def crafting_attack(self, ctx: DefenseContext) -> Attack:
+        """The run's ``pgd`` (``steps`` overridden when set)."""
+        return ctx.attack("pgd", **({"steps": self.steps} if self.steps is not None else {}))
+
+    def prepare(self, ctx: DefenseContext) -> nn.Module:
+        cfg = ctx.train_config("prompt-at")
+        attack = self.crafting_attack(ctx)
+        model = PromptedClassifier(ctx.victim, self.num_prompts, seed=ctx.seed).to(ctx.device)
+        params = model.trainable_parameters()  # raises unless the prompts are all that trains
+
+        def train() -> dict[str, Any]:
+            return self._train(ctx, model, params, attack, cfg)
+
+        meta, cached = ctx.cached_training("prompt-at", model.prompt, _spec(self, cfg, attack), train)
+        model.trainable_parameters()
+        return _defended(model.eval(), meta, cached)
+
+    def _train(
+        self, ctx: DefenseContext, model: PromptedClassifier, params: list[nn.Parameter], attack: Attack,
+        cfg: TrainConfig,
+    ) -> dict[str, Any]:
+        crafted = crafted_training_set(ctx, attack, batch_size=cfg.batch_size)
+        train_idx, val_idx = split_indices(ctx.train, cfg.val_fraction, ctx.seed)
+        train = ctx.train.subset(train_idx)
+        val = ctx.train.subset(val_idx) if len(val_idx) else None
+        adv_train, adv_val = crafted.points[train_idx], crafted.points[val_idx]
+        clean_epochs = round(cfg.epochs * self.clean_fraction)
+        epoch_of_step = _epoch_counter(len(train), cfg)
+
+        def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
+            if epoch_of_step() >= clean_epochs:
+                points = adv_train[idx].to(points.device)
+            return nn.functional.cross_entropy(model(points), labels, label_smoothing=cfg.label_smoothing)
+
+        scores: list[tuple[float, float]] = []
+
+        @torch.no_grad()
+        def validate() -> float:
+            assert val is not None
+            labels = torch.from_numpy(val.labels).to(ctx.device)
+            accs = []
+            for clouds in (adv_val, torch.from_numpy(val.points)):
+                preds = torch.cat([model(chunk.to(ctx.device)).argmax(-1) for chunk in clouds.split(cfg.batch_size)])
+                accs.append(float((preds == labels).float().mean()))
+            scores.append((accs[0], accs[1]))
+            return _score(*scores[-1])
+
+        result = fit(model, train, cfg, step, params=params, validate=validate if val is not None else None,
+                     device=ctx.device, seed=ctx.seed, description="prompt-at", progress=ctx.progress, log=ctx.log)
+        meta = _result_meta(result, scores, cfg)
+        meta.update(clean_epochs=clean_epochs,
+                    victim_attack_success=float(crafted.success[torch.from_numpy(train_idx)].float().mean()))
+        return meta
