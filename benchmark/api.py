@@ -9,9 +9,11 @@
     ...     def forward(self, points):
     ...         return self.head(points.abs().mean(dim=1))
     >>> rows = evaluate(Centroid(), attacks="pgd", profile="smoke", n=8,
-    ...                 out_dir=tmp, cache_dir=tmp, progress=False)  # doctest: +SKIP
-    >>> sorted(set(rows["defense"]))                                 # doctest: +SKIP
-    ['centroid', 'none']
+    ...                 out_dir=tmp, progress=False)
+    >>> sorted(set(rows["defense"])), sorted(set(rows["attack"]))
+    (['centroid', 'none'], ['clean', 'pgd'])
+    >>> bool(rows["accuracy"].between(0, 1).all())
+    True
 
 The model is evaluated as a defense of the profile's victim: under ``transfer`` it
 classifies the examples crafted against the undefended victim; under ``adaptive`` the

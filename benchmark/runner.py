@@ -23,6 +23,8 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import time
 import traceback
@@ -114,6 +116,14 @@ def predict(model: nn.Module, points: Tensor, batch_size: int, device: torch.dev
 def _batch_seed(seed: int, *parts: Any) -> int:
     digest = hashlib.blake2b(json.dumps([seed, *parts]).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def _fault_point(rows_written: int) -> None:
+    """Fault injection for the reliability tests: ``PCRB_FAULT_AFTER_CELLS=k`` kills the process
+    (SIGKILL, no cleanup) right after the k-th cell of the run is written."""
+    limit = os.environ.get("PCRB_FAULT_AFTER_CELLS")
+    if limit and rows_written >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _GivenModel(ModelDefense):
@@ -431,6 +441,7 @@ class Runner:
             return
         self.store.write([row])
         self.rows.append(row)
+        _fault_point(len(self.rows))
 
     def _source_model(self, cell: Cell) -> nn.Module:
         if cell.protocol == "transfer" or (cell.protocol == "adaptive" and cell.defense == "none"):
