@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "for randomised defenses")
     p_run.add_argument("--shard", default=None, metavar="i/K", help="evaluate only shard i of K (job arrays; "
                        "combine with: bench merge)")
+    p_run.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...", help="run once per value, each as "
+                       "--set KEY=V, into <out>/sweeps/KEY/V (plot the curves with: bench plot)")
     p_run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     p_run.add_argument("--force", action="store_true", help="recompute cells even when finished rows exist")
     p_run.add_argument("--no-progress", action="store_true", help="no live progress display")
@@ -182,6 +184,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p_attack)
     p_attack.add_argument("--limit", type=int, default=None, metavar="N", help="attack only the first N test clouds")
     p_attack.add_argument("--batch-size", type=int, default=None, help="clouds per batch")
+
+    p_board = sub.add_parser(
+        "leaderboard",
+        help="regenerate leaderboard.md from the result tables",
+        description="Render the result tables (<results>/*.csv and the run records in <results>/runs) into a "
+        "markdown leaderboard: per dataset and protocol, defenses ranked by average robust accuracy, with "
+        "worst-case accuracy, 95% Wilson intervals, every parameter and the command to reproduce. The same "
+        "results always give the same file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p_board.add_argument("--results", default="results", metavar="DIR", help="results folder of bench run")
+    p_board.add_argument("--out", default="leaderboard.md", metavar="FILE", help="markdown file to write")
+
+    p_plot = sub.add_parser(
+        "plot",
+        help="draw accuracy bars, budget sweeps and example clouds (needs: pip install 'pcrb[plots]')",
+        description="Write PNG figures from the result tables: accuracy per attack per defense with 95% "
+        "Wilson error bars, accuracy vs swept parameter (bench run --sweep), and clean vs adversarial "
+        "clouds read from the adversarial-example cache.",
+    )
+    p_plot.add_argument("--results", default="results", metavar="DIR", help="results folder of bench run "
+                        "(default: results)")
+    p_plot.add_argument("--out", default=None, metavar="DIR", help="figure folder (default: <results>/plots)")
+    p_plot.add_argument("--cache-dir", default=None, metavar="DIR", help="cache holding the adversarial "
+                        "examples (default: $PCRB_CACHE_DIR or the user cache dir)")
+    p_plot.add_argument("--samples", type=int, default=3, help="clouds per attack in the example figures "
+                        "(default: 3; 0: none)")
+
+    p_merge = sub.add_parser(
+        "merge",
+        help="combine the results of bench run --shard i/K into single-process rows",
+        description="Merge the rows of shard runs (bench run --shard i/K, one results folder each, with its "
+        "runs/ records) into the rows one process would have written: summed counts, recomputed "
+        "accuracy and intervals, per-sample outcomes in the test order.",
+    )
+    p_merge.add_argument("--results", nargs="+", required=True, metavar="DIR", help="the shards' results folders")
+    p_merge.add_argument("--out", required=True, metavar="DIR", help="results folder to write the merged rows to")
     return parser
 
 
@@ -289,6 +328,8 @@ def _check_names(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    if getattr(args, "sweep", None):
+        return _run_sweep(args)
     cfg = _config_from_args(args)
     console = Console(stderr=True)
     if args.print_config:
@@ -312,14 +353,86 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import Runner
 
     torch.manual_seed(cfg.seed)
-    runner = Runner(cfg, console=console, progress=not args.no_progress, fail_fast=args.fail_fast,
-                    shard=_parse_shard(args.shard), force=args.force)
+    from benchmark import distributed
+
+    if distributed.launched():  # torchrun: shard i/K = rank/world size, rank 0 merges and reports
+        if args.shard:
+            raise ConfigError("--shard and a torchrun launch both shard the test set; use one of them")
+        runner = distributed.DistributedRunner(cfg, console=console, progress=not args.no_progress,
+                                               fail_fast=args.fail_fast, force=args.force)
+    else:
+        runner = Runner(cfg, console=console, progress=not args.no_progress, fail_fast=args.fail_fast,
+                        shard=_parse_shard(args.shard), force=args.force)
     rows = runner.run()
+    if rows is None:  # a torchrun worker rank: rank 0 prints the table
+        return 1 if runner.failures else 0
     print_summary(rows, cfg, Console(width=max(120, Console().width)))
     console.print(f"results: {runner.store.csv_path(cfg.dataset.name)} (run {runner.run_id})")
     if runner.failures:
         console.print(f"[red]{len(runner.failures)} cell(s) failed[/]; see the 'error' column of the results")
         return 1
+    return 0
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    """``bench run --sweep KEY=V1,V2``: one run per value (``--set KEY=V``) into ``<out>/sweeps/KEY/V``."""
+    from rich.console import Console
+
+    from benchmark.plots import parse_sweep, sweep_out_dir
+
+    try:
+        key, values = parse_sweep(args.sweep)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    base = _config_from_args(args).out_dir
+    status = 0
+    for value in values:
+        Console(stderr=True).print(f"[bold]sweep[/] {key}={value}")
+        one = argparse.Namespace(**{**vars(args), "sweep": None, "overrides": [*args.overrides, f"{key}={value}"],
+                                    "out": str(sweep_out_dir(base, key, value))})
+        status = max(status, cmd_run(one))
+    return status
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.leaderboard import write_leaderboard
+
+    path = write_leaderboard(args.results, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from benchmark.plots import MissingExtraError, make_plots
+
+    try:
+        paths = make_plots(args.results, args.out, cache_dir=args.cache_dir, samples=args.samples,
+                           log=lambda m: print(m, file=sys.stderr))
+    except MissingExtraError as err:
+        print(f"bench plot: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from benchmark.distributed import MergeError, merge_results
+    from benchmark.store import ResultStore
+
+    try:
+        rows = merge_results(args.results, args.out)
+    except MergeError as err:
+        print(f"bench merge: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    console = Console(width=max(120, Console().width))
+    for (dataset, profile), part in rows.groupby(["dataset", "profile"], sort=True):
+        cfg = argparse.Namespace(dataset=argparse.Namespace(name=dataset), victim=",".join(sorted(set(part["victim"]))),
+                                 profile=profile)
+        print_summary(part, cfg, console)
+    print(f"merged {len(rows)} rows into {ResultStore(args.out).out_dir}")
     return 0
 
 
@@ -496,7 +609,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train, "attack": cmd_attack}
+COMMANDS = {"list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train, "attack": cmd_attack,
+            "leaderboard": cmd_leaderboard, "plot": cmd_plot, "merge": cmd_merge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
