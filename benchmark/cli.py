@@ -31,7 +31,7 @@ REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.data", "attacks"
 PLANNED: dict[str, tuple[str, ...]] = {
     "models": (),
     "attacks": (),
-    "defenses": ("srs", "sor", "dup-net", "if-defense", "pgd-at", "prompt-at", "mrpd"),
+    "defenses": ("if-defense", "mrpd"),
 }
 
 EXIT_USAGE = 2
@@ -527,6 +527,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     populate_registries(cfg.plugins)
     names = MODELS.resolve(args.model)
+    if "all" in str(args.model).split(","):  # defense parts (PU-Net) are trained by their defense
+        names = [n for n in names if "upsampler" not in MODELS.get(n).tags]
     device = resolve_device(cfg.device)
     console = Console(stderr=True)
     console.print(f"[bold]bench train[/] {', '.join(names)} on {cfg.dataset.name} device={device}")

@@ -65,16 +65,8 @@ _PROTOCOL_TEXT = {
 # inputs
 # ---------------------------------------------------------------------------------------------
 def read_runs(results_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The run records under ``<results_dir>/runs/*.json``, by run id (unreadable files skipped)."""
-    out: dict[str, dict[str, Any]] = {}
-    for path in sorted(Path(results_dir, "runs").glob("*.json")):
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(meta, dict):
-            out[str(meta.get("run_id") or path.stem)] = meta
-    return out
+    """The run records under ``<results_dir>/runs/*.json``, by run id (``ResultStore.read_runs``)."""
+    return ResultStore(results_dir).read_runs()
 
 
 # ---------------------------------------------------------------------------------------------

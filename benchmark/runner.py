@@ -228,6 +228,7 @@ class Runner:
         if not 0 <= index < count:
             raise ValueError(f"shard must be i/K with 0 <= i < K; got {index}/{count}")
         starts = list(range(0, n, cfg.batch_size))[index::count]  # whole batches: same draws as one process
+        self.n_total = n
         self.indices = np.concatenate([np.arange(s, min(s + cfg.batch_size, n)) for s in starts]) if starts \
             else np.zeros(0, dtype=np.int64)
         self.points = torch.from_numpy(test.points[self.indices]).float()
@@ -318,14 +319,17 @@ class Runner:
     def _key(self, cell: Cell, source: str) -> dict[str, Any]:
         return {"dataset": self.cfg.dataset.name, "profile": self.cfg.profile, "protocol": cell.protocol,
                 "victim": self.cfg.victim, "source": source if cell.attack != CLEAN else "",
-                "defense": cell.defense, "attack": cell.attack, "seed": self.cfg.seed, "n": len(self.indices)}
+                "defense": cell.defense, "attack": cell.attack, "seed": self.cfg.seed, "n": len(self.indices),
+                "shard": "" if self.shard == (0, 1) else f"{self.shard[0]}/{self.shard[1]}"}
 
     def _cell_hash(self, cell: Cell, source_identity: str) -> str:
         attack_params = {} if cell.attack == CLEAN else to_jsonable(dataclasses.asdict(self.attack_object_spec(cell.attack)))
         return config_hash({
             "cell": dataclasses.asdict(cell), "source": source_identity if cell.attack != CLEAN else "",
             "defense": self.defense_identity(cell.defense)[0], "attack": attack_params,
-            "dataset": self.splits["test"].fingerprint, "indices": self.indices.tolist(), "seed": self.cfg.seed,
+            # the whole subset (not this shard's part), so shard and merged rows share the hash
+            "dataset": self.splits["test"].fingerprint, "n": self.n_total, "seed": self.cfg.seed,
+            "batch_size": self.cfg.batch_size,  # randomised defenses draw per batch
         })
 
     def attack_object_spec(self, name: str) -> Any:
@@ -364,7 +368,7 @@ class Runner:
              correct: Tensor | None, crafted: CraftedSet | None, seconds_eval: float, error: str | None) -> dict[str, Any]:
         n = len(self.indices)
         row: dict[str, Any] = dict(key)
-        row.update(status="ok" if error is None else "failed", error=error or "",
+        row.update(status="ok" if error is None else "failed", error=error or "", batch_size=self.cfg.batch_size,
                    defense_params=json.dumps(prepared.params, sort_keys=True),
                    attack_params="" if cell.attack == CLEAN else json.dumps(
                        to_jsonable(dataclasses.asdict(self.attack_object_spec(cell.attack))), sort_keys=True),
@@ -429,8 +433,14 @@ class Runner:
                 points = self.points
             else:
                 source_model = self._source_model(cell)
-                crafted = self._craft(cell.attack, source_model, source_identity,
-                                      lambda done, total: advance(cell, None, f"{done}/{total} batches"))
+                reseed = self._source_reseed(cell)
+                reseed(0)
+
+                def on_batch(done: int, total: int) -> None:
+                    reseed(done)  # a randomised source draws per batch, as in a single process
+                    advance(cell, None, f"{done}/{total} batches")
+
+                crafted = self._craft(cell.attack, source_model, source_identity, on_batch)
                 points = crafted.points
             pred, seconds = self._evaluate(prepared, points, cell)
             row = self._row(cell, key, cell_hash, prepared, pred == self.labels, crafted, seconds, None)
@@ -448,9 +458,21 @@ class Runner:
             return self.victim.model
         if cell.protocol == "blackbox":
             return self.zoo.get(self.cfg.surrogate).model
-        prepared = self.defense(cell.defense)
-        prepared.model.reseed(_batch_seed(self.cfg.seed, "adaptive", cell.attack))
-        return prepared.model.attackable(eot=self.cfg.eot)
+        return self.defense(cell.defense).model.attackable(eot=self.cfg.eot)
+
+    def _source_reseed(self, cell: Cell) -> Callable[[int], None]:
+        """``reseed(b)``: restart a randomised adaptive source's draws for this shard's batch ``b``,
+        keyed by the batch's first global sample index."""
+        if cell.protocol != "adaptive" or cell.defense == "none":
+            return lambda b: None
+        model = self.defense(cell.defense).model
+
+        def reseed(b: int) -> None:
+            start = b * self.cfg.batch_size
+            if start < len(self.indices):
+                model.reseed(_batch_seed(self.cfg.seed, "adaptive", cell.attack, int(self.indices[start])))
+
+        return reseed
 
     def _fail(self, cell: Cell, key: Mapping[str, Any], cell_hash: str, prepared: _PreparedDefense,
               err: BaseException) -> None:

@@ -45,13 +45,14 @@ __all__ = [
 
 #: Columns that identify a cell: a row with the same values replaces the old one.
 KEY_COLUMNS: tuple[str, ...] = (
-    "dataset", "profile", "protocol", "victim", "source", "defense", "attack", "seed", "n",
+    "dataset", "profile", "protocol", "victim", "source", "defense", "attack", "seed", "n", "shard",
 )
 
 #: Every column, in the order the CSV keeps them.
 COLUMNS: tuple[str, ...] = (
     *KEY_COLUMNS,
     "status",  # ok | failed
+    "batch_size",  # clouds per batch (randomised defenses draw per batch)
     "correct", "accuracy", "ci_low", "ci_high",  # accuracy of the defended model, Wilson 95% CI
     "attack_success",  # success rate of the attack on the model it was crafted against
     "l2", "chamfer", "hausdorff",  # mean distances of the clouds to the clean ones
@@ -69,7 +70,9 @@ VOLATILE_COLUMNS: tuple[str, ...] = (
     "device", "git_commit", "pcrb_version", "torch_version",
 )
 
-_INT_COLUMNS = ("seed", "n", "correct")
+_INT_COLUMNS = ("seed", "n", "correct", "batch_size")
+_FLOAT_COLUMNS = ("accuracy", "ci_low", "ci_high", "attack_success", "l2", "chamfer", "hausdorff",
+                  "seconds_attack", "seconds_defense", "seconds_eval", "cost_ratio")
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -143,6 +146,8 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
     for column in _INT_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    for column in _FLOAT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     for column in KEY_COLUMNS:
         if column not in _INT_COLUMNS:
             frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
@@ -198,10 +203,22 @@ class ResultStore:
             return None
         match = np.ones(len(frame), dtype=bool)
         for column in KEY_COLUMNS:
-            value = key[column]
+            value = key.get(column, "")
             match &= (frame[column].astype(str) == str(value)).to_numpy()
         rows = frame[match & (frame["cell_hash"] == cell_hash).to_numpy() & (frame["status"] == "ok").to_numpy()]
         return None if rows.empty else rows.iloc[-1].to_dict()
+
+    def read_runs(self) -> dict[str, dict[str, Any]]:
+        """Run metadata by run id (``runs/*.json``); unreadable files are skipped."""
+        out = {}
+        for path in sorted((self.out_dir / "runs").glob("*.json")):
+            try:
+                meta = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(meta, dict):
+                out[str(meta.get("run_id") or path.stem)] = meta
+        return out
 
     def write_run(self, run_id: str, meta: Mapping[str, Any]) -> Path:
         """Run metadata (resolved config, versions, environment) to ``runs/<run_id>.json``."""
@@ -216,7 +233,7 @@ def worst_case(frame: pd.DataFrame) -> pd.Series:
     defense, seed, n): the share of clouds classified correctly clean *and* under every attack
     of the group (a cloud counts once, failed cells ignored)."""
     ok = frame[frame["status"] == "ok"]
-    group = [c for c in KEY_COLUMNS if c not in ("attack", "source")]
+    group = [c for c in KEY_COLUMNS if c not in ("attack", "source")]  # defense is group[4]
     out = {}
     for key, part in ok.groupby(group, sort=True, dropna=False):
         outcomes = [decode_outcomes(o) for o in part["outcomes"] if isinstance(o, str) and o]

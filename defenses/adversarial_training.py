@@ -198,7 +198,8 @@ class PGDAT(ModelDefense):
     Hyperparameters:
         steps: PGD steps while training and validating (None = the run's ``pgd`` steps);
             the step size follows the run's ``pgd`` (``eps / steps`` unless it sets one).
-        targeted: None = as the run's ``pgd``; False trains on untargeted (Madry) examples.
+        targeted: False (default) trains on untargeted examples, as Madry et al.; None = as
+            the run's ``pgd`` (targeted in the ``paper`` preset).
         mix_clean: weight ``w`` of the clean loss: ``(1 - w) * CE(adv) + w * CE(clean)``
             (0 = adversarial examples only, as Madry et al.).
         val_limit: at most this many validation clouds are attacked after each epoch to pick
@@ -210,7 +211,7 @@ class PGDAT(ModelDefense):
     """
 
     steps: int | None = None
-    targeted: bool | None = None
+    targeted: bool | None = False
     mix_clean: float = 0.0
     val_limit: int | None = 256
 

@@ -146,13 +146,12 @@ def test_run_on_cuda_without_a_gpu_is_a_user_error_naming_the_fix(bench):
     assert "--device cpu" in proc.stderr
 
 
-def test_run_of_the_readme_job_prepares_the_data_then_says_not_yet_available(bench):
+def test_a_planned_defense_says_not_yet_available_before_any_work(bench):
     proc = bench("run", "--profile", "smoke", "--defense", "mrpd", "--attack", "all")
     assert proc.returncode == 3, proc.stderr
     assert "not yet available" in proc.stderr
     assert "Traceback" not in proc.stderr
-    cached = sorted((bench.cache / "datasets").glob("synthshapes-*.npz"))
-    assert len(cached) == 2  # train and test split
+    assert not list((bench.cache / "weights").glob("*"))  # nothing trained for a run that cannot finish
 
 
 # -------------------------------------------------------------------------- console script

@@ -21,7 +21,7 @@ from benchmark.store import (
 def row(defense="none", attack="clean", correct=(1, 1, 0, 1), **extra):
     bits = np.array(correct, dtype=bool)
     base = {"dataset": "toy", "profile": "smoke", "protocol": "transfer", "victim": "v", "source": "",
-            "defense": defense, "attack": attack, "seed": 0, "n": bits.size, "status": "ok",
+            "defense": defense, "attack": attack, "seed": 0, "n": bits.size, "shard": "", "status": "ok",
             "correct": int(bits.sum()), "accuracy": bits.mean(), "outcomes": encode_outcomes(bits),
             "cell_hash": "h"}
     base.update(extra)
