@@ -102,7 +102,7 @@ def _merge_cell(parts: list[tuple[Mapping[str, Any], ShardInfo]]) -> dict[str, A
     sizes = [int(r["n"]) for r, _ in parts]
     total = sum(sizes)
     name = _cell_name(parts[0][0])
-    for (row, info), size in zip(parts, sizes):
+    for (_row, info), size in zip(parts, sizes):
         expected = len(shard_positions(total, batch, info.index, count))
         if expected != size:
             raise MergeError(f"cell {name}: shard {info.index}/{count} holds {size} clouds, but {count} shards of "
@@ -179,7 +179,7 @@ def merge_shard_rows(rows: Iterable[Mapping[str, Any]], shards: Iterable[ShardIn
         key = tuple(str(row.get(c)) for c in key_columns) + (info.count, info.batch_size if info.count > 1 else 0)
         groups.setdefault(key, []).append((row, info))
     merged = []
-    for key, parts in sorted(groups.items(), key=lambda kv: kv[0]):
+    for _key, parts in sorted(groups.items(), key=lambda kv: kv[0]):
         count = parts[0][1].count
         if count == 1:
             merged.extend(dict(r) for r, _ in parts)
