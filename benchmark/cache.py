@@ -20,16 +20,20 @@ import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "FEATURE_CACHE_STATS",
     "CorruptCacheError",
     "atomic_write",
+    "cache_entries",
     "cached_arrays",
+    "cached_features",
+    "clear_cache",
     "default_cache_dir",
     "entry_path",
     "file_sha256",
@@ -252,3 +256,94 @@ def cached_arrays(
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     save_arrays(path, arrays, meta)
     return arrays, False
+
+
+# --------------------------------------------------------------------------- teacher features
+
+#: Hits and misses of :func:`cached_features` in this process (tests and diagnostics read it).
+FEATURE_CACHE_STATS: dict[str, int] = {"hits": 0, "misses": 0}
+
+
+def cached_features(
+    cache_dir: str | os.PathLike[str] | None,
+    name: str,
+    key: Mapping[str, Any],
+    compute: Callable[[], np.ndarray],
+) -> tuple[np.ndarray, bool]:
+    """A feature matrix (e.g. teacher embeddings of every training cloud), computed once.
+
+    The entry is ``<cache>/features/<name>-<hash(key)>.npy``: ``key`` must name everything
+    the features depend on (teacher weights hash, projection parameters, dataset
+    fingerprint, split, adversarial-set hash). On a hit the file is checked (size and
+    sha256 against its sidecar) and returned **memory-mapped read-only**; a partial or
+    corrupt entry is reported once and recomputed. Without a cache directory the features
+    are computed in memory.
+
+    Returns:
+        ``(features, hit)``.
+    """
+    from benchmark.config import config_hash
+
+    if cache_dir is None:
+        FEATURE_CACHE_STATS["misses"] += 1
+        return np.asarray(compute()), False
+    path = entry_path(cache_dir, "features", f"{name}-{config_hash(dict(key))}", ".npy")
+    try:
+        verify_entry(path)
+        features = np.load(path, mmap_mode="r", allow_pickle=False)
+        FEATURE_CACHE_STATS["hits"] += 1
+        return features, True
+    except FileNotFoundError:
+        pass
+    except (CorruptCacheError, ValueError, OSError) as err:
+        warnings.warn(f"{err}; recomputing it", RuntimeWarning, stacklevel=2)
+    FEATURE_CACHE_STATS["misses"] += 1
+    features = np.ascontiguousarray(np.asarray(compute()))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, features, allow_pickle=False)
+
+    write_entry(path, write, {"name": name, "key": dict(key), "shape": list(features.shape)})
+    return np.load(path, mmap_mode="r", allow_pickle=False), False
+
+
+def cache_entries(cache_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every payload under ``cache_dir``: ``{"kind", "name", "bytes", "path", "created"}``
+    (sidecars counted with their payload), sorted by kind then name."""
+    root = Path(cache_dir)
+    out = []
+    if not root.exists():
+        return out
+    for kind_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(kind_dir.iterdir()):
+            if path.name.endswith(".json") and path.with_name(path.name[:-5]).exists():
+                continue
+            if not path.is_file():
+                continue
+            sidecar = _sidecar(path)
+            size = path.stat().st_size + (sidecar.stat().st_size if sidecar.exists() else 0)
+            created = ""
+            with contextlib.suppress(Exception):
+                created = json.loads(sidecar.read_text()).get("created", "")
+            out.append({"kind": kind_dir.name, "name": path.name, "bytes": size, "path": str(path),
+                        "created": created})
+    return out
+
+
+def clear_cache(cache_dir: str | os.PathLike[str], kinds: Iterable[str] | None = None) -> tuple[int, int]:
+    """Remove the cache entries of ``kinds`` (all when None); returns ``(files, bytes)`` removed."""
+    root = Path(cache_dir)
+    wanted = None if kinds is None else set(kinds)
+    files = size = 0
+    if not root.exists():
+        return 0, 0
+    for kind_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if wanted is not None and kind_dir.name not in wanted:
+            continue
+        for path in sorted(kind_dir.rglob("*")):
+            if path.is_file():
+                size += path.stat().st_size
+                files += 1
+                path.unlink()
+    return files, size

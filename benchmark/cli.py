@@ -31,7 +31,7 @@ REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.data", "attacks"
 PLANNED: dict[str, tuple[str, ...]] = {
     "models": (),
     "attacks": (),
-    "defenses": ("if-defense", "mrpd"),
+    "defenses": ("if-defense",),
 }
 
 EXIT_USAGE = 2

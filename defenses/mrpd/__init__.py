@@ -1,0 +1,9 @@
+"""MRPD, multimodal robust prompt distillation (Du et al., arXiv 2511.21574, AAAI 2026).
+
+- ``losses``: confidence gate, gated symmetric InfoNCE, label InfoNCE, uncertainty weighting;
+- ``defense``: the registered ``mrpd`` defense (teachers, feature cache, schedule, switches).
+"""
+from defenses.mrpd import losses  # noqa: F401
+from defenses.mrpd.defense import MRPD, MRPDClassifier, MRPDPrompts  # noqa: F401
+
+__all__ = ["MRPD", "MRPDClassifier", "MRPDPrompts"]

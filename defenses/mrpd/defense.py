@@ -1,0 +1,357 @@
+"""``mrpd``: multimodal robust prompt distillation (Du et al., AAAI 2026; PROTOCOL.md sections 4-5).
+
+A frozen student (the prompt-capable point transformer, already in the CLIP space) learns
+``P`` point-prompt tokens, ``T`` text-context tokens, three log-temperatures and three
+log-variances — nothing else — by distilling from three frozen teachers:
+
+1. image: the CLIP image tower on depth projections of the cloud (clean in the first
+   half of the epochs, the adversarial cloud in the second);
+2. point: the larger point transformer in the same embedding space (clean cloud, the
+   paper; or the student's own input, the released code);
+3. text: the CLIP text tower with the learnable context, one embedding per class.
+
+Image and point teachers count on a sample only when their own top-k prediction holds the
+label (confidence gate). Losses: symmetric InfoNCE student <-> teacher over the gated
+samples (learnable temperature each) and student <-> the label's prompted text
+embedding; combined by uncertainty weighting ``sum exp(-s) L + s``. Epochs ``0..E/2-1`` on
+clean clouds, the rest on PGD examples crafted once against the undefended student.
+
+The frozen teachers' embeddings of every training cloud (clean and adversarial) are
+computed once and kept in the feature cache (``benchmark.cache.cached_features``), so a
+warm epoch runs the student and the small text tower only. At test time the defended
+model is the student with its prompts and the fixed (learned-context) class embeddings:
+no teacher runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attacks.base import Attack
+from benchmark.cache import cached_features
+from benchmark.config import TrainConfig, to_jsonable
+from benchmark.projection import DepthProjector
+from benchmark.training import fit, split_indices
+from defenses import register_defense
+from defenses.adversarial_training import crafted_training_set, victim_weights_hash
+from defenses.base import DefendedModel, DefenseContext, ModelDefense
+from defenses.mrpd.losses import confidence_gate, gated_infonce, label_infonce, uncertainty_weighting
+from defenses.prompting import PointPrompt, supports_prompts
+from models.clip import DEFAULT_PROMPT_TEMPLATE, ClipTeacher, PromptedTextEncoder
+
+__all__ = ["MRPD", "MRPDClassifier", "MRPDPrompts", "TEACHERS"]
+
+TEACHERS = ("image", "point", "text")
+RECIPE_VERSION = 1
+_TAU0 = math.log(0.07)
+
+
+class MRPDPrompts(nn.Module):
+    """Everything MRPD learns: point prompts, text context, 3 log-temperatures, 3 log-variances.
+
+    Its ``state_dict`` is exactly the learned parameters (the cache entry of a trained MRPD).
+    """
+
+    def __init__(self, width: int, clip: ClipTeacher, class_names: list[str], *, point_prompts: int,
+                 text_prompts: int, template: str, seed: int) -> None:
+        super().__init__()
+        self.point = PointPrompt(point_prompts, width, seed=seed) if point_prompts > 0 else None
+        self.text = PromptedTextEncoder(clip, class_names, n_ctx=text_prompts, template=template, seed=seed + 1)
+        self.log_tau = nn.Parameter(torch.full((3,), _TAU0))  # image, point, text
+        self.log_var = nn.Parameter(torch.zeros(3))
+
+    def tokens(self) -> Tensor | None:
+        return None if self.point is None else self.point.tokens
+
+    def parameters_to_train(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.numel() > 0]
+
+
+class MRPDClassifier(nn.Module):
+    """The defended model: ``logit_scale * cos(student(points, prompts), text_c)``.
+
+    Costs one student forward (the prompts add ``P`` tokens); no teacher runs.
+    """
+
+    def __init__(self, student: nn.Module, prompts: Tensor | None, class_embeddings: Tensor, logit_scale: float) -> None:
+        super().__init__()
+        self.student = student
+        self.register_buffer("prompts", None if prompts is None else prompts.detach().clone())
+        self.register_buffer("class_embeddings", F.normalize(class_embeddings.detach().float(), dim=-1))
+        self.logit_scale = float(logit_scale)
+        self.class_names = tuple(getattr(student, "class_names", ()) or ())
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_embeddings.shape[0])
+
+    def train(self, mode: bool = True) -> MRPDClassifier:
+        super().train(mode)
+        self.student.eval()
+        return self
+
+    def embed(self, points: Tensor) -> Tensor:
+        return self.student.embed(points, self.prompts)
+
+    def forward(self, points: Tensor) -> Tensor:
+        z = F.normalize(self.embed(points), dim=-1)
+        return self.logit_scale * z @ self.class_embeddings.to(z.dtype).T
+
+
+@register_defense("mrpd")
+@dataclass
+class MRPD(ModelDefense):
+    """Multimodal robust prompt distillation: prompts on a frozen student, three frozen teachers.
+
+    Switches (``--set defenses.mrpd.<name>=...``; defaults = the paper):
+        teachers: subset of ``image``, ``point``, ``text``.
+        gate: confidence gate on (paper) / off; gate_k: its top-k (paper 1).
+        gate_bank: ``class`` (paper: top-k over the C class embeddings) or ``batch`` (released code).
+        gate_text: the text loss counts only samples passing a teacher gate (paper's Algorithm 1).
+        weighting: ``dynamic`` (uncertainty weighting) or ``fixed`` (``fixed_weights``).
+        fixed_weights: image, point, text weights for ``weighting=fixed``.
+        lambda_min: lower clamp of the log-variances (paper -1.0, code -0.8).
+        point_prompts / text_prompts: sizes (paper 10 / 3; 0 = off).
+        epochs: total epochs (None = ``training.mrpd.epochs``); adv_epochs: epochs on PGD
+            examples at the end (None = half).
+        views: depth views of the image teacher (mean of the views' embeddings; paper code 1).
+        point_teacher: the point teacher's model name; point_teacher_input: ``clean``
+            (paper) or ``student`` (its input is the student's batch, the released code).
+        steps: PGD steps of the examples crafted once (None = the run's ``pgd``).
+        template: the class prompt after the context tokens.
+    """
+
+    teachers: list[str] = field(default_factory=lambda: list(TEACHERS))
+    gate: bool = True
+    gate_k: int = 1
+    gate_bank: str = "class"
+    gate_text: bool = True
+    weighting: str = "dynamic"
+    fixed_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    lambda_min: float = -1.0
+    point_prompts: int = 10
+    text_prompts: int = 3
+    epochs: int | None = None
+    adv_epochs: int | None = None
+    views: int = 1
+    point_teacher: str = "point-transformer-teacher"
+    point_teacher_input: str = "clean"
+    steps: int | None = None
+    template: str = DEFAULT_PROMPT_TEMPLATE
+
+    def __post_init__(self) -> None:
+        self.teachers = [str(t) for t in (self.teachers.split(",") if isinstance(self.teachers, str) else self.teachers)]
+        bad = [t for t in self.teachers if t not in TEACHERS]
+        if bad or not self.teachers:
+            raise ValueError(f"mrpd: teachers must be a non-empty subset of {list(TEACHERS)}; got {self.teachers}")
+        checks = {
+            "gate_bank": (self.gate_bank, ("class", "batch")),
+            "weighting": (self.weighting, ("dynamic", "fixed")),
+            "point_teacher_input": (self.point_teacher_input, ("clean", "student")),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"mrpd: {name} must be one of {allowed}; got {value!r}")
+        if self.point_prompts < 0 or self.text_prompts < 0 or self.views < 1 or self.gate_k < 1:
+            raise ValueError("mrpd: point_prompts, text_prompts >= 0 and views, gate_k >= 1 are required")
+        if self.point_prompts == 0 and self.text_prompts == 0:
+            raise ValueError("mrpd: nothing to learn (point_prompts = text_prompts = 0)")
+        if len(self.fixed_weights) != 3:
+            raise ValueError(f"mrpd: fixed_weights needs 3 values (image, point, text); got {self.fixed_weights}")
+
+    # ------------------------------------------------------------------ pieces
+    def train_config(self, ctx: DefenseContext) -> TrainConfig:
+        cfg = ctx.train_config("mrpd")
+        return dataclasses.replace(cfg, epochs=self.epochs) if self.epochs is not None else cfg
+
+    def crafting_attack(self, ctx: DefenseContext) -> Attack:
+        return ctx.attack("pgd", **({"steps": self.steps} if self.steps is not None else {}))
+
+    def _teachers(self, ctx: DefenseContext) -> tuple[ClipTeacher, Any, DepthProjector]:
+        if ctx.zoo is None:
+            raise ValueError("mrpd needs the model zoo for its teachers (DefenseContext.zoo); run it through "
+                             "`bench run` or benchmark.api.evaluate")
+        clip = ctx.zoo.get("clip")
+        projection = dataclasses.replace(ctx.zoo.ctx.projection, image_size=clip.model.image_size, views=self.views)
+        return clip, projection, DepthProjector(projection)
+
+    def _features(self, ctx: DefenseContext, name: str, source_hash: str, extra: dict[str, Any],
+                  clouds: np.ndarray | Tensor, encode: Any) -> np.ndarray:
+        key = {"teacher": name, "weights": source_hash, "dataset": ctx.train.fingerprint, "split": ctx.train.split,
+               "n": len(clouds), **extra}
+
+        @torch.no_grad()
+        def compute() -> np.ndarray:
+            out = []
+            data = torch.as_tensor(np.asarray(clouds))
+            for start in range(0, len(data), 64):
+                out.append(encode(data[start : start + 64].to(ctx.device)).float().cpu())
+            return torch.cat(out).numpy()
+
+        features, hit = cached_features(ctx.cache_dir, f"mrpd-{name}", key, compute)
+        ctx.log(f"mrpd: {name} teacher features {'loaded from the cache' if hit else 'computed'} {features.shape}")
+        return features
+
+    # ------------------------------------------------------------------ prepare
+    def prepare(self, ctx: DefenseContext) -> nn.Module:
+        student = ctx.victim
+        if not supports_prompts(student) or not hasattr(getattr(student, "head", None), "class_embeddings"):
+            raise ValueError("mrpd needs a prompt-capable victim in the CLIP space (a model tagged 'clip-space', "
+                             "e.g. point-transformer-student); see: bench list models")
+        student.requires_grad_(False).eval()
+        cfg = self.train_config(ctx)
+        clip, projection, projector = self._teachers(ctx)
+        names = list(getattr(student, "class_names", ctx.train.class_names))
+        learned = MRPDPrompts(int(student.encoder.width), clip.model, names, point_prompts=self.point_prompts,
+                              text_prompts=self.text_prompts, template=self.template, seed=ctx.seed).to(ctx.device)
+        attack = self.crafting_attack(ctx)
+        spec = {"recipe": RECIPE_VERSION, "params": to_jsonable(self.params()),
+                "train": to_jsonable(dataclasses.asdict(cfg)), "clip": clip.weights_hash,
+                "attack": to_jsonable(dataclasses.asdict(attack)),
+                "point_teacher": ctx.zoo.get(self.point_teacher).weights_hash if "point" in self.teachers else None}
+
+        def train() -> dict[str, Any]:
+            return self._train(ctx, student, learned, clip, projection, projector, attack, cfg)
+
+        meta, cached = ctx.cached_training("mrpd", learned, spec, train)
+        with torch.no_grad():
+            text = learned.text(normalize=True)
+        model = MRPDClassifier(student, learned.tokens(), text, float(student.head.logit_scale))
+        defended = DefendedModel(model, kind="model", gradient="exact", randomized=False, name="mrpd")
+        defended.meta = {**meta, "cached": cached}
+        return defended
+
+    # ------------------------------------------------------------------ training
+    def _train(self, ctx: DefenseContext, student: nn.Module, learned: MRPDPrompts, clip: Any, projection: Any,
+               projector: DepthProjector, attack: Attack, cfg: TrainConfig) -> dict[str, Any]:
+        device = ctx.device
+        adv_epochs = cfg.epochs // 2 if self.adv_epochs is None else min(self.adv_epochs, cfg.epochs)
+        clean_epochs = cfg.epochs - adv_epochs
+        crafted = crafted_training_set(ctx, attack, batch_size=cfg.batch_size) if adv_epochs > 0 else None
+        adv_points = crafted.points if crafted is not None else None
+        adv_hash = crafted.key_hash if crafted is not None else None
+        clip_model = clip.model.eval().requires_grad_(False)
+
+        def image_embed(x: Tensor) -> Tensor:
+            v = projection.views
+            z = F.normalize(clip_model.encode_image(projector(x)).float(), dim=-1)
+            return F.normalize(z.view(x.shape[0], v, -1).mean(1), dim=-1)
+
+        proj_key = {"projection": to_jsonable(dataclasses.asdict(projection))}
+        feats: dict[str, np.ndarray] = {}
+        if "image" in self.teachers:
+            feats["image/clean"] = self._features(ctx, "image", clip.weights_hash, proj_key, ctx.train.points, image_embed)
+            if adv_points is not None:
+                feats["image/adv"] = self._features(ctx, "image", clip.weights_hash, {**proj_key, "adv": adv_hash},
+                                                    adv_points, image_embed)
+        if "point" in self.teachers:
+            teacher = ctx.zoo.get(self.point_teacher)
+            teacher_model = teacher.model.eval().requires_grad_(False)
+            point_embed = lambda x: F.normalize(teacher_model.embed(x).float(), dim=-1)  # noqa: E731
+            feats["point/clean"] = self._features(ctx, "point", teacher.weights_hash, {}, ctx.train.points, point_embed)
+            if adv_points is not None and self.point_teacher_input == "student":
+                feats["point/adv"] = self._features(ctx, "point", teacher.weights_hash, {"adv": adv_hash}, adv_points,
+                                                    point_embed)
+        features = {k: torch.from_numpy(np.array(v)).to(device) for k, v in feats.items()}  # mmap -> memory
+        bank0 = student.head.class_embeddings.detach().to(device)
+        labels_all = torch.from_numpy(ctx.train.labels).to(device)
+        diagnostics: dict[str, Any] = {"teacher_accuracy": {
+            k: float(((F.normalize(v, dim=-1) @ bank0.T).argmax(-1) == labels_all).float().mean())
+            for k, v in features.items()}}
+        ctx.log("mrpd: teacher accuracy on the training clouds (class text bank): " +
+                ", ".join(f"{k} {100 * v:.1f}%" for k, v in diagnostics["teacher_accuracy"].items()))
+
+        train_idx, val_idx = split_indices(ctx.train, cfg.val_fraction, ctx.seed)
+        train = ctx.train.subset(train_idx)
+        val = ctx.train.subset(val_idx) if len(val_idx) else None
+        rows_of = torch.from_numpy(train_idx).to(device)
+        per_epoch = max(1, len(train) // cfg.batch_size)
+        calls = [0]
+        tally: dict[str, float] = {}
+        history: list[dict[str, Any]] = []
+        weights = torch.tensor(self.fixed_weights, dtype=torch.float32, device=device)
+
+        def logits_of(points: Tensor, text: Tensor) -> Tensor:
+            z = F.normalize(student.embed(points, learned.tokens()), dim=-1)
+            return float(student.head.logit_scale) * z @ text.T
+
+        def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
+            epoch = calls[0] // per_epoch
+            calls[0] += 1
+            adversarial = epoch >= clean_epochs
+            rows = rows_of[idx.to(device)]
+            if adversarial:
+                points = adv_points[rows.cpu()].to(device)
+            z = student.embed(points, learned.tokens())
+            text = learned.text(normalize=True)
+            losses, slots, gates = [], [], []
+            for slot, teacher in enumerate(("image", "point")):
+                if teacher not in self.teachers:
+                    continue
+                use_adv = adversarial and (teacher == "image" or self.point_teacher_input == "student")
+                f = features[f"{teacher}/{'adv' if use_adv else 'clean'}"][rows]
+                if not self.gate:
+                    gate = torch.ones_like(labels, dtype=torch.bool)
+                elif self.gate_bank == "class":  # the paper: label among the top-k of the C classes
+                    gate = confidence_gate(f, text.detach(), labels, self.gate_k)
+                else:  # the released code: top-k over the batch's label embeddings, compared with the class id
+                    gate = confidence_gate(f, text.detach()[labels], labels, self.gate_k, bank_kind="batch")
+                gates.append(gate)
+                tally[f"gate/{teacher}"] = tally.get(f"gate/{teacher}", 0.0) + float(gate.float().mean())
+                losses.append(gated_infonce(z, f, gate, learned.log_tau[slot]))
+                slots.append(slot)
+            if "text" in self.teachers:
+                text_gate = None
+                if self.gate and self.gate_text and gates:
+                    text_gate = torch.stack(gates).any(0)
+                losses.append(label_infonce(z, text, labels, learned.log_tau[2], text_gate))
+                slots.append(2)
+            tally["steps"] = tally.get("steps", 0.0) + 1
+            if self.weighting == "dynamic":
+                return uncertainty_weighting(losses, learned.log_var[slots], self.lambda_min)
+            return sum(weights[s] * loss for s, loss in zip(slots, losses))
+
+        val_adv = adv_points[torch.from_numpy(val_idx)] if (adv_points is not None and val is not None) else None
+
+        @torch.no_grad()
+        def validate() -> float:
+            assert val is not None
+            text = learned.text(normalize=True)
+            labels = torch.from_numpy(val.labels).to(device)
+            accs = {}
+            for name, clouds in (("clean", torch.from_numpy(val.points)), ("adv", val_adv)):
+                if clouds is None:
+                    continue
+                pred = torch.cat([logits_of(c.to(device), text).argmax(-1) for c in clouds.split(cfg.batch_size)])
+                accs[name] = float((pred == labels).float().mean())
+            steps = max(tally.pop("steps", 1.0), 1.0)
+            record = {"epoch": len(history) + 1, "val_clean": accs.get("clean"), "val_adv": accs.get("adv"),
+                      "log_var": [round(float(v), 4) for v in learned.log_var.clamp(min=self.lambda_min)],
+                      "tau": [round(float(v), 4) for v in learned.log_tau.exp()],
+                      **{k: round(v / steps, 4) for k, v in tally.items()}}
+            tally.clear()
+            history.append(record)
+            ctx.log("mrpd: " + ", ".join(f"{k} {v}" for k, v in record.items()))
+            # robust accuracy on the transferred validation examples; clean breaks ties
+            return (accs["adv"] if "adv" in accs else accs["clean"]) + 1e-4 * accs["clean"]
+
+        params = learned.parameters_to_train()
+        result = fit(learned, train, cfg, step, params=params, validate=validate if val is not None else None,
+                     device=device, seed=ctx.seed, description="mrpd", progress=ctx.progress, log=ctx.log)
+        for name, p in student.named_parameters():  # the backbone never trains
+            if p.requires_grad:
+                raise RuntimeError(f"mrpd: student parameter {name} requires grad; the student must stay frozen")
+        best = history[result.best_epoch] if history and result.best_epoch >= 0 else {}
+        return {"epochs": cfg.epochs, "clean_epochs": clean_epochs, "best_epoch": result.best_epoch,
+                "val_robust_accuracy": best.get("val_adv"), "val_clean_accuracy": best.get("val_clean"),
+                "history": history, "diagnostics": diagnostics,
+                "trainable_parameters": sum(p.numel() for p in params),
+                "victim_attack_success": None if crafted is None else crafted.success_rate,
+                "victim": victim_weights_hash(ctx)[:16]}
