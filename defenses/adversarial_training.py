@@ -143,6 +143,12 @@ def crafted_training_set(
     return crafted
 
 
+def training_pgd(ctx: DefenseContext, steps: int | None, targeted: bool | None, budget: float | None) -> Attack:
+    """The run's ``pgd`` for crafting training examples, with the overrides that are not None."""
+    overrides = {"steps": steps, "targeted": targeted, "budget": budget}
+    return ctx.attack("pgd", **{k: v for k, v in overrides.items() if v is not None})
+
+
 def _spec(defense: ModelDefense, cfg: TrainConfig, attack: Attack) -> dict[str, Any]:
     """What a trained defense depends on besides victim, data and seed (``cached_training`` adds those)."""
     return {
@@ -297,6 +303,8 @@ class PromptAT(ModelDefense):
             (None = the run's ``pgd`` steps).
         clean_fraction: fraction of the epochs trained on clean clouds before switching to
             the adversarial ones (MRPD: the first half).
+        adv_targeted, adv_budget: override the run's ``pgd`` for crafting the training examples
+            (None = as the run's; keep them equal to MRPD's so the ablation compares like with like).
 
     Epochs, AdamW settings, gradient clipping: ``training.prompt-at``. The adversarial
     clouds are used as crafted (no augmentation); the checkpoint kept is the epoch with the
@@ -306,6 +314,8 @@ class PromptAT(ModelDefense):
     num_prompts: int = 10
     steps: int | None = None
     clean_fraction: float = 0.5
+    adv_targeted: bool | None = None
+    adv_budget: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_prompts, int) or self.num_prompts < 1:
@@ -316,8 +326,8 @@ class PromptAT(ModelDefense):
             raise ValueError(f"prompt-at: clean_fraction must be in [0, 1]; got {self.clean_fraction}")
 
     def crafting_attack(self, ctx: DefenseContext) -> Attack:
-        """The run's ``pgd`` (``steps`` overridden when set)."""
-        return ctx.attack("pgd", **({"steps": self.steps} if self.steps is not None else {}))
+        """The run's ``pgd`` with this defense's ``steps`` / ``adv_targeted`` / ``adv_budget`` overrides."""
+        return training_pgd(ctx, self.steps, self.adv_targeted, self.adv_budget)
 
     def prepare(self, ctx: DefenseContext) -> nn.Module:
         cfg = ctx.train_config("prompt-at")

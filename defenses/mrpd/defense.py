@@ -40,7 +40,7 @@ from benchmark.config import TrainConfig, to_jsonable
 from benchmark.projection import DepthProjector
 from benchmark.training import fit, split_indices
 from defenses import register_defense
-from defenses.adversarial_training import crafted_training_set, victim_weights_hash
+from defenses.adversarial_training import crafted_training_set, training_pgd, victim_weights_hash
 from defenses.base import DefendedModel, DefenseContext, ModelDefense
 from defenses.mrpd.losses import confidence_gate, gated_infonce, label_infonce, uncertainty_weighting
 from defenses.prompting import PointPrompt, supports_prompts
@@ -124,7 +124,8 @@ class MRPD(ModelDefense):
         views: depth views of the image teacher (mean of the views' embeddings; paper code 1).
         point_teacher: the point teacher's model name; point_teacher_input: ``clean``
             (paper) or ``student`` (its input is the student's batch, the released code).
-        steps: PGD steps of the examples crafted once (None = the run's ``pgd``).
+        steps, adv_targeted, adv_budget: PGD steps / targeted / budget of the training examples
+            crafted once (None = the run's ``pgd``, the paper's choice).
         template: the class prompt after the context tokens.
     """
 
@@ -144,6 +145,8 @@ class MRPD(ModelDefense):
     point_teacher: str = "point-transformer-teacher"
     point_teacher_input: str = "clean"
     steps: int | None = None
+    adv_targeted: bool | None = None
+    adv_budget: float | None = None
     template: str = DEFAULT_PROMPT_TEMPLATE
 
     def __post_init__(self) -> None:
@@ -172,7 +175,7 @@ class MRPD(ModelDefense):
         return dataclasses.replace(cfg, epochs=self.epochs) if self.epochs is not None else cfg
 
     def crafting_attack(self, ctx: DefenseContext) -> Attack:
-        return ctx.attack("pgd", **({"steps": self.steps} if self.steps is not None else {}))
+        return training_pgd(ctx, self.steps, self.adv_targeted, self.adv_budget)
 
     def _teachers(self, ctx: DefenseContext) -> tuple[ClipTeacher, Any, DepthProjector]:
         if ctx.zoo is None:
