@@ -221,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_merge.add_argument("--results", nargs="+", required=True, metavar="DIR", help="the shards' results folders")
     p_merge.add_argument("--out", required=True, metavar="DIR", help="results folder to write the merged rows to")
+
+    p_cache = sub.add_parser(
+        "cache",
+        help="list or clear cache entries (datasets, weights, defenses, features, adversarial examples)",
+        description="`bench cache ls` lists every entry of the cache with its kind and size; `bench cache clear "
+        "[--kind KIND ...]` removes entries (all kinds unless named). Entries are recomputed on demand.",
+    )
+    p_cache.add_argument("action", choices=("ls", "clear"))
+    p_cache.add_argument("--kind", action="append", default=None, metavar="KIND",
+                         help="only this kind (datasets, weights, defenses, features, adversarial, "
+                         "adversarial-parts); repeatable")
+    p_cache.add_argument("--cache-dir", default=None, metavar="DIR", help="the cache (default: $PCRB_CACHE_DIR or "
+                         "the user cache dir)")
     return parser
 
 
@@ -611,7 +624,29 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train, "attack": cmd_attack,
+def cmd_cache(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from benchmark.cache import cache_entries, clear_cache, resolve_cache_dir
+
+    root = resolve_cache_dir(args.cache_dir)
+    if args.action == "clear":
+        files, size = clear_cache(root, args.kind)
+        print(f"removed {files} files ({size / 2**20:.1f} MiB) from {root}")
+        return 0
+    entries = [e for e in cache_entries(root) if not args.kind or e["kind"] in args.kind]
+    table = Table(title=f"cache {root}: {len(entries)} entries, "
+                  f"{sum(e['bytes'] for e in entries) / 2**20:.1f} MiB", title_justify="left")
+    for column in ("kind", "entry", "MiB", "created"):
+        table.add_column(column, justify="right" if column == "MiB" else "left")
+    for e in entries:
+        table.add_row(e["kind"], e["name"], f"{e['bytes'] / 2**20:.2f}", e["created"])
+    Console(width=max(120, Console().width)).print(table)
+    return 0
+
+
+COMMANDS = {"cache": cmd_cache, "list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train, "attack": cmd_attack,
             "leaderboard": cmd_leaderboard, "plot": cmd_plot, "merge": cmd_merge}
 
 

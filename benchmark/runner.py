@@ -494,6 +494,10 @@ class Runner:
             "platform": platform.platform(), "python": platform.python_version(),
             "shard": list(self.shard), "n": int(len(getattr(self, "indices", []))),
             "failures": [{"cell": dataclasses.asdict(c), "error": e} for c, e in self.failures],
+            # what each defense learned and measured while preparing (e.g. MRPD's per-epoch diagnostics)
+            "defenses": {name: {"seconds": round(p.seconds, 1), "cost_ratio": p.cost_ratio, "error": p.error,
+                                "meta": to_jsonable(getattr(p.model, "meta", {}) or {})}
+                         for name, p in sorted(self._defenses.items())},
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
