@@ -1,0 +1,181 @@
+"""What does an attack cost beyond the model? Attack wall time over (iterations x one model pass).
+
+For PGD, C&W, kNN and AdvPC on the student (``point-transformer-student``) and on DGCNN
+(``dgcnn``, default size), all measured in one process on the CPU (2 threads by default):
+
+    ratio = attack wall time / (iterations x one forward + backward of the model on the same batch)
+
+The model pass is ``model(x)`` -> summed cross-entropy -> ``backward`` w.r.t. the input
+points, on the same ``[B, N, 3]`` batch. The attack's wall time is the whole call
+(``Attack.__call__``: input checks, the clean and final predictions, distances) with
+``iterations`` = its gradient steps: ``pgd`` steps, ``cw`` 1 binary step x ``num_iter``,
+``knn`` ``num_iter``, ``advpc`` 1 restart x ``num_iter``. ``algo`` is the same ratio for the
+algorithm alone (``AttackResult.seconds``).
+
+AdvPC needs two passes per iteration by construction (the victim on ``x'`` and on
+``AE(x')``), so besides the plain ratio it is also reported against its own inherent cost,
+``iterations x (model pass + pass through model(AE(.)))``. kNN's Chamfer + kNN-smoothness
+loss is part of its algorithm; the plain ratio counts it as overhead, as the issue asks.
+
+Models are randomly initialised (timing only; the student gets random unit class
+embeddings). Every number is the best of ``--repeats`` runs, interleaved (pass, attacks,
+pass, attacks, ...) so drift from other load spreads over all of them; the spread
+(max / min - 1 over the repeats) is reported as the noise. Run::
+
+    python benchmarks/attack_overhead.py [--threads 2 --batch 16 --iters 20 --repeats 3]
+
+Writes ``benchmarks/attack_overhead.json`` (``--out``). Tune the allocator first (the
+``bench`` launcher does it for its own runs): this script re-executes itself once with the
+same glibc malloc tunables unless ``PCRB_NO_TUNE=1``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _retune() -> None:
+    """Re-execute once with the glibc malloc tunables ``bench`` uses (before torch is imported)."""
+    from benchmark.env import tuned_environment
+
+    env = tuned_environment()
+    if env is not None:
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--points", type=int, default=1024)
+    ap.add_argument("--iters", type=int, default=20, help="iterations per attack on the student")
+    ap.add_argument("--dgcnn-iters", type=int, default=10, help="iterations per attack on DGCNN (~25x the student's pass)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", default="point-transformer-student,dgcnn")
+    ap.add_argument("--attacks", default="pgd,cw,knn,advpc")
+    ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    args = ap.parse_args(argv)
+
+    import torch
+    import torch.nn.functional as F
+
+    import attacks  # noqa: F401  (registers the attacks)
+    import models  # noqa: F401
+    from benchmark.data import load_dataset
+    from benchmark.env import allocator_status
+    from benchmark.registry import ATTACKS, MODELS
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    data = load_dataset("synthshapes", "test", num_points=args.points, seed=0,
+                        options={"train_size": 64, "test_size": max(args.batch, 33)})
+    points = torch.from_numpy(data.points[: args.batch]).float()
+    labels = torch.from_numpy(data.labels[: args.batch]).long()
+    num_classes = data.num_classes
+    ae = MODELS.build("pc-autoencoder", num_points=args.points).eval()
+    for p in ae.parameters():
+        p.requires_grad_(False)
+
+    def build(name: str) -> torch.nn.Module:
+        if name.startswith("point-transformer"):
+            emb = F.normalize(torch.randn(num_classes, 256), dim=-1)
+            model = MODELS.build(name, class_embeddings=emb, head="text")
+        else:
+            model = MODELS.build(name, num_classes=num_classes)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def model_pass(model: torch.nn.Module, through_ae: bool = False) -> float:
+        x = points.clone().requires_grad_(True)
+        t = time.perf_counter()
+        logits = model(ae(x) if through_ae else x)
+        F.cross_entropy(logits, labels, reduction="sum").backward()
+        return time.perf_counter() - t
+
+    def attack_params(name: str, iters: int) -> dict[str, Any]:
+        return {"pgd": {"steps": iters}, "cw": {"binary_steps": 1, "num_iter": iters},
+                "knn": {"num_iter": iters}, "advpc": {"restarts": 1, "num_iter": iters}}[name]
+
+    def run_attack(name: str, model: torch.nn.Module, iters: int) -> tuple[float, float]:
+        attack = ATTACKS.build(name, **attack_params(name, iters))
+        if hasattr(attack, "with_autoencoder"):
+            attack.with_autoencoder(ae)
+        t = time.perf_counter()
+        res = attack(model, points, labels)
+        return time.perf_counter() - t, res.seconds
+
+    names = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    report: dict[str, Any] = {
+        "what": "attack wall time / (iterations x one forward+backward of the model on the same batch)",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "allocator": allocator_status(),
+        "cpu": platform.processor() or platform.machine(),
+        "batch": args.batch,
+        "points": args.points,
+        "repeats": args.repeats,
+        "models": {},
+    }
+    print(f"CPU, {torch.get_num_threads()} threads, batch {args.batch} x {args.points} points, best of "
+          f"{args.repeats}; {allocator_status()}", flush=True)
+    for model_name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        model = build(model_name)
+        iters = args.iters if model_name.startswith("point-transformer") else args.dgcnn_iters
+        model_pass(model)  # warm-up
+        model_pass(model, through_ae=True)
+        for name in names:  # warm-up: first-call allocations, lazy imports
+            run_attack(name, model, 2)
+        passes, ae_passes = [], []
+        walls: dict[str, list[float]] = {n: [] for n in names}
+        algos: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(args.repeats):
+            passes.append(min(model_pass(model) for _ in range(3)))
+            if "advpc" in names:
+                ae_passes.append(min(model_pass(model, through_ae=True) for _ in range(3)))
+            for name in names:
+                wall, algo = run_attack(name, model, iters)
+                walls[name].append(wall)
+                algos[name].append(algo)
+        one = min(passes)
+        entry: dict[str, Any] = {"iterations": iters, "pass_seconds": one, "pass_spread": max(passes) / one - 1,
+                                 "attacks": {}}
+        if ae_passes:
+            entry["pass_through_ae_seconds"] = min(ae_passes)
+        print(f"\n{model_name}: one forward+backward {1000 * one:.1f} ms (spread {100 * entry['pass_spread']:.0f}%), "
+              f"{iters} iterations per attack", flush=True)
+        print(f"  {'attack':7s} {'wall s':>8s} {'ratio':>7s} {'algo':>7s} {'spread':>7s}  note")
+        for name in names:
+            best, best_algo = min(walls[name]), min(algos[name])
+            row = {"wall_seconds": best, "algo_seconds": best_algo, "ratio": best / (iters * one),
+                   "algo_ratio": best_algo / (iters * one), "spread": max(walls[name]) / best - 1,
+                   "walls": walls[name]}
+            note = ""
+            if name == "advpc":
+                inherent = iters * (one + min(ae_passes))
+                row["ratio_vs_inherent"] = best / inherent
+                note = f"vs its 2 passes per iteration (x and AE(x)): {row['ratio_vs_inherent']:.2f}"
+            entry["attacks"][name] = row
+            print(f"  {name:7s} {best:8.2f} {row['ratio']:7.2f} {row['algo_ratio']:7.2f} "
+                  f"{100 * row['spread']:6.0f}%  {note}", flush=True)
+        report["models"][model_name] = entry
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if os.environ.get("PCRB_NO_TUNE", "") in ("", "0"):
+        _retune()
+    sys.exit(main())
