@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
@@ -36,7 +35,8 @@ def bench(tmp_path):
         env.update(HF_HUB_OFFLINE="1", PCRB_CACHE_DIR=str(cache), COLUMNS="200")
         if pythonpath is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
-        return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=REPO, env=env,
+        # cwd: a scratch folder, so that `bench run` never writes into the checkout's results/
+        return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
 
     run.cache = cache  # type: ignore[attr-defined]
@@ -147,7 +147,7 @@ def test_run_on_cuda_without_a_gpu_is_a_user_error_naming_the_fix(bench):
 
 
 def test_a_planned_defense_says_not_yet_available_before_any_work(bench):
-    proc = bench("run", "--profile", "smoke", "--defense", "mrpd", "--attack", "all")
+    proc = bench("run", "--profile", "smoke", "--defense", "if-defense", "--attack", "all")
     assert proc.returncode == 3, proc.stderr
     assert "not yet available" in proc.stderr
     assert "Traceback" not in proc.stderr
