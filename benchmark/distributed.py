@@ -303,6 +303,11 @@ class DistributedRunner:
 
         device = resolve_device(self.cfg.device)
         if device.type == "cuda" and device.index is None:
+            if self.local_rank >= torch.cuda.device_count():
+                raise ValueError(
+                    f"torchrun started more processes per node than this node has GPUs ({torch.cuda.device_count()}); "
+                    "use --nproc-per-node <= the GPU count, or --device cpu"
+                )
             torch.cuda.set_device(self.local_rank)  # "cuda" now means this rank's GPU; the config is unchanged
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = _dt.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, str(6 * 3600))))

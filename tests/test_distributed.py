@@ -16,7 +16,7 @@ from benchmark.store import VOLATILE_COLUMNS, ResultStore, decode_outcomes, enco
 
 #: smoke profile, a small selection; batches of 4 so that 16 clouds make 4 batches to shard
 RUN = ["run", "--profile", "smoke", "--victim", "pointnet-lite", "--defense", "none,sor", "--attack", "pgd",
-       "--batch-size", "4", "--no-progress"]
+       "--batch-size", "4", "--no-progress", "--device", "cpu"]
 
 #: Means of per-sample float32 values: summed in another order when merged (relative error ~1e-7).
 APPROX_COLUMNS = ("l2", "chamfer", "hausdorff", "ci_low", "ci_high", "accuracy", "attack_success")
