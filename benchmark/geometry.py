@@ -38,6 +38,9 @@ __all__ = [
 #: Upper bound on the elements of one ``[B, chunk, N]`` distance block (about 256 MB float32).
 _MAX_BLOCK_ELEMENTS = 64 * 2**20
 
+#: 3x3 matrices per batched ``eigh`` call (estimate_normals).
+_EIGH_CHUNK = 32768
+
 _MODES = ("adv2ori", "ori2adv", "both")
 _AXES = ("x", "y", "z")
 
@@ -481,7 +484,10 @@ def estimate_normals(x: Tensor, k: int = 10) -> Tensor:
     nbrs = index_points(x, idx)  # [B, N, k, 3]
     centred = nbrs - nbrs.mean(dim=2, keepdim=True)
     cov = centred.transpose(-1, -2) @ centred / k  # [B, N, 3, 3]
-    _, vecs = torch.linalg.eigh(cov)
+    # batched 3x3 eigh, in chunks: CUDA's batched solver fails on very large batches
+    # (seen at 256 x 1,024 matrices on an H100)
+    flat = cov.reshape(-1, 3, 3)
+    vecs = torch.cat([torch.linalg.eigh(part)[1] for part in flat.split(_EIGH_CHUNK)]).reshape(cov.shape)
     normals = vecs[..., :, 0]  # eigenvalues ascending: column 0 is the smallest
     normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
