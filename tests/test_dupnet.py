@@ -210,7 +210,7 @@ def test_dup_net_end_to_end_trains_once_then_loads_from_the_cache(shapes, tmp_pa
         logits = defended(x)
         upsampled = defended.defend(x)
     assert logits.shape == (3, C)
-    assert upsampled.shape == (3, 512, 3)
+    assert upsampled.shape == (3, 128, 3)  # upsampled x4, then back to the input density
     assert defended.meta["source"] == "trained" and defended.meta["scheme"] == "surface"
     assert defended.meta["cached"] is False and any("epoch 1/1" in m for m in first)
 
@@ -225,7 +225,7 @@ def test_dup_net_end_to_end_trains_once_then_loads_from_the_cache(shapes, tmp_pa
 
 def test_dup_net_trains_from_sparse_subsets_when_the_data_has_no_shapes(tmp_path):
     clouds = PointCloudDataset("blobs", "train", unit_clouds(8, 128).numpy(), np.arange(8) % 2, ("a", "b"))
-    defended = DUPNet(num_points=128, train_clouds=8, train_batch_size=4)(context(clouds, tmp_path, []))
+    defended = DUPNet(num_points=128, train_clouds=8, train_batch_size=4, output_points=0)(context(clouds, tmp_path, []))
     assert defended.meta["scheme"] == "subset"  # 32 points -> the 128 of the cloud
     with torch.no_grad():
         assert defended.defend(unit_clouds(2, 128)).shape == (2, 512, 3)
@@ -234,11 +234,14 @@ def test_dup_net_trains_from_sparse_subsets_when_the_data_has_no_shapes(tmp_path
 def test_dup_net_with_published_weights_defends_the_airplane(shapes, tmp_path):
     x = airplane()
     messages: list[str] = []
-    defended = DUPNet(pretrained=str(real_weights()))(context(shapes, tmp_path, messages))
+    defended = DUPNet(pretrained=str(real_weights()), output_points=0)(context(shapes, tmp_path, messages))
     with torch.no_grad():
         out = defended.defend(x)
         logits = defended(x)
     assert out.shape == (1, 4096, 3) and logits.shape == (1, C)
+    resampled = DUPNet(pretrained=str(real_weights()))(context(shapes, tmp_path, messages))
+    with torch.no_grad():
+        assert resampled.defend(x).shape == (1, 1024, 3)  # back to the victim's density
     assert float(chamfer_distance(out, x)) < 2e-3
     assert defended.meta["source"] == "pretrained"
     assert not any("epoch" in m for m in messages)
