@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "FEATURE_CACHE_STATS",
+    "state_dict_sha256",
     "CorruptCacheError",
     "atomic_write",
     "cache_entries",
@@ -158,6 +159,16 @@ def write_entry(
     with atomic_write(sidecar) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
     return path
+
+
+def state_dict_sha256(state: Mapping[str, Any]) -> str:
+    """sha256 over a state dict's names and tensor bytes (in name order): a module's identity
+    when it has no weights file."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.crafting import CraftedSet, craft, crafting_key
-from benchmark.cache import resolve_cache_dir
+from benchmark.cache import resolve_cache_dir, state_dict_sha256
 from benchmark.config import RunConfig, config_hash, to_jsonable
 from benchmark.data import PointCloudDataset, load_dataset
 from benchmark.env import package_versions, resolve_device
@@ -136,12 +136,7 @@ class _GivenModel(ModelDefense):
         return self.model
 
     def params(self) -> dict[str, Any]:
-        state = self.model.state_dict()
-        digest = hashlib.sha256()
-        for k in sorted(state):
-            digest.update(k.encode())
-            digest.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-        return {"class": type(self.model).__qualname__, "weights": digest.hexdigest()[:16]}
+        return {"class": type(self.model).__qualname__, "weights": state_dict_sha256(self.model.state_dict())[:16]}
 
 
 class Runner:
@@ -298,10 +293,7 @@ class Runner:
 
     def attack_object(self, name: str) -> Any:
         """The attack ``name`` with the run's parameters and seed (and AdvPC's autoencoder)."""
-        params = dict(self.cfg.attacks.get(name) or {})
-        if "seed" in ATTACKS.get(name).defaults:
-            params.setdefault("seed", self.cfg.seed)
-        attack = ATTACKS.build(name, **params)
+        attack = self.attack_object_spec(name)
         if hasattr(attack, "with_autoencoder"):
             attack.with_autoencoder(self.zoo.get(getattr(attack, "autoencoder", "pc-autoencoder")).model)
         return attack

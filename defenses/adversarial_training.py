@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 
 from attacks.base import Attack
 from attacks.crafting import CraftedSet, attack_name, craft, crafting_key
+from benchmark.cache import state_dict_sha256
 from benchmark.config import TrainConfig, config_hash, to_jsonable
 from benchmark.data import PointCloudDataset
 from benchmark.training import fit, split_indices
@@ -62,13 +62,7 @@ _TIE = 1e-4
 
 def victim_weights_hash(ctx: DefenseContext) -> str:
     """``ctx.victim_hash``, or (when the caller gave none) sha256 of the victim's state dict."""
-    if ctx.victim_hash:
-        return ctx.victim_hash
-    h = hashlib.sha256()
-    for name, tensor in sorted(ctx.victim.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return ctx.victim_hash or state_dict_sha256(ctx.victim.state_dict())
 
 
 def robust_accuracy(
