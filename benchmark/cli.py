@@ -8,6 +8,7 @@ line naming the fix (exit status 2); a part of the benchmark not yet built says 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from collections.abc import Sequence
@@ -157,6 +158,30 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--no-progress", action="store_true", help="no live progress display")
     p_run.add_argument("--print-config", action="store_true",
                        help="print the resolved configuration and its hash, then stop")
+
+    p_ablate = sub.add_parser(
+        "ablate",
+        help="run a defense once per variant of its switches (the paper's ablations) as one table",
+        description="Evaluate every ablation the defense declares (for mrpd: without each teacher, without "
+        "the gate, fixed vs dynamic weights, prompt sizes, ...) as its own defense column beside none, with "
+        "the run's attacks, test clouds and protocol. Rows go to <out>/ablations/<defense>/<dataset>.csv and "
+        "the table to <out>/ablations/<defense>/ablation.md. Finished cells and trained variants are reused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p_ablate.add_argument("defense", help="a defense that declares ablations (e.g. mrpd)")
+    _add_config_options(p_ablate)
+    p_ablate.add_argument("--variants", default=None, metavar="V1,V2", help="only these variants (the full method "
+                          "always runs); default: all (see: bench ablate <defense> --list)")
+    p_ablate.add_argument("--list", action="store_true", help="list the declared variants and stop")
+    p_ablate.add_argument("--attack", default="all", help="'all', a name or a comma list")
+    p_ablate.add_argument("--protocol", default=None, help="transfer (default), adaptive, ... or a comma list")
+    p_ablate.add_argument("--batch-size", type=int, default=None, help="clouds per batch")
+    p_ablate.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N test clouds")
+    p_ablate.add_argument("--out", default=None, metavar="DIR", help="results folder (the table goes to "
+                          "<out>/ablations/<defense>/)")
+    p_ablate.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    p_ablate.add_argument("--force", action="store_true", help="recompute cells even when finished rows exist")
+    p_ablate.add_argument("--no-progress", action="store_true", help="no live progress display")
 
     p_train = sub.add_parser(
         "train",
@@ -381,6 +406,79 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1 if runner.failures else 0
     print_summary(rows, cfg, Console(width=max(120, Console().width)))
     console.print(f"results: {runner.store.csv_path(cfg.dataset.name)} (run {runner.run_id})")
+    if runner.failures:
+        console.print(f"[red]{len(runner.failures)} cell(s) failed[/]; see the 'error' column of the results")
+        return 1
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """``bench ablate <defense>``: every declared variant as its own defense column, one table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from benchmark.ablate import ablation_dir, ablation_markdown, ablation_summary, column_name, variants_of
+    from benchmark.registry import DEFENSES
+
+    args.defense_name = args.defense
+    args.defense = "none"
+    args.victim = args.surrogate = args.eot = None
+    cfg = _config_from_args(args)
+    populate_registries(cfg.plugins)
+    name = args.defense_name
+    if name not in DEFENSES:
+        raise UnknownNameError(DEFENSES.unknown_message(name))
+    select = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    try:
+        variants = variants_of(name, select)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    console = Console(stderr=True)
+    if args.list:
+        for variant, ablation in variants.items():
+            changes = ", ".join(f"{k}={v}" for k, v in ablation.changes.items()) or "-"
+            print(f"{variant:18s} {changes:45s} {ablation.what}")
+        return 0
+    out = ablation_dir(cfg.out_dir, name)
+    cfg = dataclasses.replace(cfg, out_dir=str(out))
+    _, missing = _check_names(cfg)
+    if missing:
+        raise NotYetAvailable(f"{', '.join(missing)} not yet available in this version of PCRB")
+    import torch
+
+    from benchmark.runner import Runner
+    from defenses import build_defense
+
+    base = dict(cfg.defenses.get(name) or {})
+    full = next(iter(variants))
+    extra = {}
+    for variant, ablation in variants.items():
+        obj = build_defense(name, **{**base, **dict(ablation.changes)})
+        obj.registry_name = column_name(name, variant, full)
+        extra[obj.registry_name] = obj
+    console.print(f"[bold]bench ablate {name}[/] {len(variants)} variants, profile={cfg.profile} "
+                  f"dataset={cfg.dataset.name} config={cfg.hash()}")
+    torch.manual_seed(cfg.seed)
+    runner = Runner(cfg, console=console, progress=not args.no_progress, fail_fast=args.fail_fast,
+                    extra_defenses=extra, force=args.force)
+    rows = runner.run()
+    everything = runner.store.read(cfg.dataset.name)
+    mine = everything[everything["defense"].isin(["none", *extra])] if len(everything) else rows
+    mine = mine[mine["profile"] == cfg.profile] if len(mine) else mine
+    markdown = ablation_markdown(mine, name, variants, title=f"{name} ablations")
+    (out / "ablation.md").write_text(markdown + "\n" if not markdown.endswith("\n") else markdown)
+    wide = Console(width=max(120, Console().width))
+    for protocol, part in mine[mine["status"] == "ok"].groupby("protocol", sort=False):
+        summary = ablation_summary(part, name, variants)
+        table = Table(title=f"{name} ablations · {cfg.dataset.name} · {protocol} · accuracy %", title_justify="left")
+        for col in ("variant", "clean", "mean robust", "worst case", "delta mean", "paper mean", "what"):
+            table.add_column(col, justify="left" if col in ("variant", "what") else "right")
+        for _, r in summary.iterrows():
+            cells = [("-" if r[c] != r[c] else (f"{r[c]:+.1f}" if c == "delta mean" else f"{r[c]:.1f}"))
+                     for c in ("clean", "mean robust", "worst case", "delta mean", "paper mean")]
+            table.add_row(str(r["variant"]), *cells, str(r["what"]))
+        wide.print(table)
+    console.print(f"results: {runner.store.csv_path(cfg.dataset.name)}; table: {out / 'ablation.md'}")
     if runner.failures:
         console.print(f"[red]{len(runner.failures)} cell(s) failed[/]; see the 'error' column of the results")
         return 1
@@ -646,7 +744,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"cache": cmd_cache, "list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train, "attack": cmd_attack,
+COMMANDS = {"ablate": cmd_ablate, "cache": cmd_cache, "list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train, "attack": cmd_attack,
             "leaderboard": cmd_leaderboard, "plot": cmd_plot, "merge": cmd_merge}
 
 

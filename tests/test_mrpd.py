@@ -170,3 +170,11 @@ def test_smoke_bench_run_mrpd_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mrpd" in proc.stdout and "none" in proc.stdout
     print(f"smoke mrpd run: {time.perf_counter() - start:.1f} s")
+    # bench ablate on the same cache: the full method is the run's trained MRPD, one variant trains
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "ablate", "mrpd", "--profile", "smoke", "--variants",
+                           "no-gate", "--attack", "pgd", "--out", str(tmp_path / "out"), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "out" / "ablations" / "mrpd" / "ablation.md").read_text()
+    assert "| full |" in table and "| no-gate |" in table and "| none |" in table
+    assert "mrpd: loaded cached training" in proc.stderr  # the full variant = the run's MRPD

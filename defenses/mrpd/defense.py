@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.base import Attack
+from benchmark.ablate import Ablation
 from benchmark.cache import cached_features
 from benchmark.config import TrainConfig, to_jsonable
 from benchmark.projection import DepthProjector
@@ -149,6 +151,23 @@ class MRPD(ModelDefense):
     adv_budget: float | None = None
     template: str = DEFAULT_PROMPT_TEMPLATE
 
+    #: ``bench ablate mrpd``: the paper's ablations (PROTOCOL.md section 6, ModelNet40 mean robust
+    #: accuracy) and a few more switches; the first entry is the full method.
+    ablations: ClassVar[dict[str, Ablation]] = {
+        "full": Ablation({}, "all three teachers, gate, dynamic weights, 10 point / 3 text prompts", 72.58),
+        "no-image": Ablation({"teachers": ["point", "text"]}, "without the image (depth-projection) teacher", 70.24),
+        "no-point": Ablation({"teachers": ["image", "text"]}, "without the point teacher", 70.38),
+        "no-text": Ablation({"teachers": ["image", "point"]}, "without the text loss"),
+        "no-gate": Ablation({"gate": False}, "every sample distils from every teacher", 70.99),
+        "fixed-weights": Ablation({"weighting": "fixed"}, "fixed weights 1, 1, 1 instead of uncertainty weighting"),
+        "prompts-5-3": Ablation({"point_prompts": 5, "text_prompts": 3}, "5 point / 3 text prompts", 69.91),
+        "prompts-10-5": Ablation({"point_prompts": 10, "text_prompts": 5}, "10 point / 5 text prompts", 70.78),
+        "prompts-15-3": Ablation({"point_prompts": 15, "text_prompts": 3}, "15 point / 3 text prompts", 69.94),
+        "clean-only": Ablation({"adv_epochs": 0}, "every epoch on clean clouds (no adversarial half)"),
+        "untargeted-0.32": Ablation({"adv_targeted": False, "adv_budget": 0.32},
+                                    "second half on untargeted PGD at 4x the budget (stronger training examples)"),
+    }
+
     def __post_init__(self) -> None:
         self.teachers = [str(t) for t in (self.teachers.split(",") if isinstance(self.teachers, str) else self.teachers)]
         bad = [t for t in self.teachers if t not in TEACHERS]
@@ -249,6 +268,7 @@ class MRPD(ModelDefense):
 
         proj_key = {"projection": to_jsonable(dataclasses.asdict(projection))}
         feats: dict[str, np.ndarray] = {}
+        started = time.perf_counter()
         if "image" in self.teachers:
             feats["image/clean"] = self._features(ctx, "image", clip.weights_hash, proj_key, ctx.train.points, image_embed)
             if adv_points is not None:
@@ -263,11 +283,12 @@ class MRPD(ModelDefense):
                 feats["point/adv"] = self._features(ctx, "point", teacher.weights_hash, {"adv": adv_hash}, adv_points,
                                                     point_embed)
         features = {k: torch.from_numpy(np.array(v)).to(device) for k, v in feats.items()}  # mmap -> memory
+        teacher_seconds = time.perf_counter() - started
         bank0 = student.head.class_embeddings.detach().to(device)
         labels_all = torch.from_numpy(ctx.train.labels).to(device)
         diagnostics: dict[str, Any] = {"teacher_accuracy": {
             k: float(((F.normalize(v, dim=-1) @ bank0.T).argmax(-1) == labels_all).float().mean())
-            for k, v in features.items()}}
+            for k, v in features.items()}, "teacher_seconds": round(teacher_seconds, 3)}
         ctx.log("mrpd: teacher accuracy on the training clouds (class text bank): " +
                 ", ".join(f"{k} {100 * v:.1f}%" for k, v in diagnostics["teacher_accuracy"].items()))
 
@@ -335,17 +356,21 @@ class MRPD(ModelDefense):
                 pred = torch.cat([logits_of(c.to(device), text).argmax(-1) for c in clouds.split(cfg.batch_size)])
                 accs[name] = float((pred == labels).float().mean())
             steps = max(tally.pop("steps", 1.0), 1.0)
-            record = {"epoch": len(history) + 1, "val_clean": accs.get("clean"), "val_adv": accs.get("adv"),
+            now = time.perf_counter()
+            record = {"epoch": len(history) + 1, "seconds": round(now - clock[0], 3),
+                      "val_clean": accs.get("clean"), "val_adv": accs.get("adv"),
                       "log_var": [round(float(v), 4) for v in learned.log_var.clamp(min=self.lambda_min)],
                       "tau": [round(float(v), 4) for v in learned.log_tau.exp()],
                       **{k: round(v / steps, 4) for k, v in tally.items()}}
             tally.clear()
+            clock[0] = now
             history.append(record)
             ctx.log("mrpd: " + ", ".join(f"{k} {v}" for k, v in record.items()))
             # robust accuracy on the transferred validation examples; clean breaks ties
             return (accs["adv"] if "adv" in accs else accs["clean"]) + 1e-4 * accs["clean"]
 
         params = learned.parameters_to_train()
+        clock = [time.perf_counter()]  # epoch wall time (training + this validation), per history record
         result = fit(learned, train, cfg, step, params=params, validate=validate if val is not None else None,
                      device=device, seed=ctx.seed, description="mrpd", progress=ctx.progress, log=ctx.log)
         for name, p in student.named_parameters():  # the backbone never trains

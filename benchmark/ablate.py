@@ -1,0 +1,140 @@
+"""``bench ablate <defense>``: the defense once per variant of its switches, as one result table.
+
+A defense class declares its ablations as ``ablations`` (a class attribute): variant name ->
+``Ablation(changes, what, paper)``, ``changes`` being parameter overrides on top of the run's
+own parameters for that defense (profile < ``--config`` < ``--set defenses.<name>.*``). The
+first variant is the full method. ``bench ablate`` (``benchmark.cli``) evaluates every
+variant as its own defense column (``<defense>`` for the full method, ``<defense>-<variant>``
+for the others) beside ``none``, by the ordinary :class:`benchmark.runner.Runner`: cached training (keyed by the variant's
+parameters), resumable cells, the same attacks and test clouds. Rows go to
+``<out>/ablations/<defense>/<dataset>.csv``; :func:`ablation_markdown` renders the table
+(clean, mean and worst-case robust accuracy, the change in mean robust accuracy vs the full
+method, and the paper's number where it gives one) into ``ablation.md`` next to it.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Ablation", "ablation_dir", "ablation_markdown", "ablation_summary", "column_name", "variants_of"]
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One variant: parameter ``changes`` over the run's parameters, a one-line ``what``, and
+    the paper's mean robust accuracy for it (percent; None where the paper gives none)."""
+
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    what: str = ""
+    paper: float | None = None
+
+
+def variants_of(defense: str, select: Sequence[str] | None = None) -> dict[str, Ablation]:
+    """The declared ablations of the registered ``defense`` (all, or the ``select``ed names in
+    their declared order; the full method is always kept first).
+
+    Raises:
+        ValueError: the defense declares no ablations, or an unknown variant is selected.
+    """
+    from benchmark.registry import DEFENSES
+
+    declared: Mapping[str, Ablation] = getattr(DEFENSES.get(defense).obj, "ablations", None) or {}
+    if not declared:
+        with_ablations = sorted(n for n in DEFENSES.names() if getattr(DEFENSES.get(n).obj, "ablations", None))
+        raise ValueError(f"defense {defense!r} declares no ablations; defenses with ablations: "
+                         f"{', '.join(with_ablations) or 'none'}")
+    if not select:
+        return dict(declared)
+    unknown = [v for v in select if v not in declared]
+    if unknown:
+        raise ValueError(f"unknown {defense} ablation(s) {unknown}; choose from: {', '.join(declared)}")
+    full = next(iter(declared))
+    return {k: v for k, v in declared.items() if k == full or k in select}
+
+
+def column_name(defense: str, variant: str, full: str) -> str:
+    """The results' defense column of a variant: the defense itself for the full method."""
+    return defense if variant == full else f"{defense}-{variant}"
+
+
+def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ablation]) -> pd.DataFrame:
+    """One row per variant (and ``none``) of one protocol's results: clean, mean and worst-case
+    robust accuracy (percent), the change in mean vs the full method, the paper's number."""
+    from benchmark.store import summary_table
+
+    table = summary_table(rows)
+    if table.empty:
+        return pd.DataFrame()
+    full = next(iter(variants))
+    columns = {"none": ("none", Ablation(what="no defense"))}
+    columns.update({column_name(defense, k, full): (k, v) for k, v in variants.items()})
+    robust = "mean over attacks" in table.index
+    reference = table.get(defense)
+    out = []
+    for column, (variant, ablation) in columns.items():
+        if column not in table.columns:
+            continue
+        values = table[column]
+        mean = float(values["mean over attacks"]) if robust else np.nan
+        out.append({
+            "variant": variant, "defense": column, "what": ablation.what,
+            "changes": ", ".join(f"{k}={_fmt(v)}" for k, v in ablation.changes.items()) or "-",
+            "clean": float(values.get("clean", np.nan)), "mean robust": mean,
+            "worst case": float(values["worst case"]) if robust else np.nan,
+            "delta mean": (mean - float(reference["mean over attacks"])) if (robust and reference is not None
+                                                                            and column != "none") else np.nan,
+            "paper mean": ablation.paper if ablation.paper is not None else np.nan,
+        })
+    return pd.DataFrame(out)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _cell(value: float, signed: bool = False) -> str:
+    if value != value:  # NaN
+        return "-"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def ablation_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ablation],
+                      title: str = "") -> str:
+    """The ablation table(s) as markdown, one per protocol, deterministic for the same rows."""
+    ok = rows[rows["status"] == "ok"]
+    lines = [f"# {title or f'{defense} ablations'}", ""]
+    if ok.empty:
+        return "\n".join([*lines, "No finished results.", ""])
+    first = ok.iloc[0]
+    attacks = sorted(a for a in set(ok["attack"]) if a != "clean")
+    lines += [f"Dataset `{first['dataset']}`, profile `{first['profile']}`, victim `{first['victim']}`, "
+              f"n = {int(first['n'])} test clouds, attacks: {', '.join(attacks)}. Accuracy in percent; "
+              "'mean robust' is the mean over the attacks, 'worst case' the share of clouds that survive every "
+              "attack, 'delta' the change in mean robust accuracy against the full method. 'paper' is the MRPD "
+              "paper's ModelNet40 number for the same variant (real data, EVA02 teachers): compare directions, "
+              "not values.", ""]
+    for protocol, part in ok.groupby("protocol", sort=False):
+        summary = ablation_summary(part, defense, variants)
+        if summary.empty:
+            continue
+        lines += [f"## {protocol}", "",
+                  "| variant | what | changes | clean | mean robust | worst case | delta | paper |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        for _, r in summary.iterrows():
+            lines.append(f"| {r['variant']} | {r['what']} | {r['changes']} | {_cell(r['clean'])} | "
+                         f"{_cell(r['mean robust'])} | {_cell(r['worst case'])} | {_cell(r['delta mean'], True)} | "
+                         f"{_cell(r['paper mean'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def ablation_dir(out_dir: str | Path, defense: str) -> Path:
+    """Where ``bench ablate <defense>`` writes: ``<out>/ablations/<defense>``."""
+    return Path(out_dir) / "ablations" / defense
