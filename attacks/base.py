@@ -28,7 +28,12 @@ from torch import Tensor, nn
 
 from benchmark.geometry import nearest_neighbor
 
-__all__ = ["Attack", "AttackResult", "draw_targets", "sample_generator", "seeded_uniform"]
+__all__ = ["MAX_ABS_COORDINATE", "Attack", "AttackResult", "draw_targets", "sample_generator", "seeded_uniform"]
+
+#: Largest coordinate magnitude an attack accepts. Clouds are unit-sphere scale and budgets absolute:
+#: beyond this, float32 cannot resolve a perturbation of attack size (spacing ~1e-3 at 1e4) and squared
+#: distances overflow further out, so results would be silently meaningless.
+MAX_ABS_COORDINATE = 1e4
 
 
 @dataclass
@@ -207,6 +212,12 @@ class Attack:
             with torch.no_grad():
                 clean_logits = model(points)
             num_classes = self._check_logits(clean_logits, batch)
+            if not bool(torch.isfinite(clean_logits).all()):
+                bad = (~torch.isfinite(clean_logits)).any(dim=1).nonzero().flatten().tolist()
+                raise ValueError(
+                    f"the model returned NaN or inf logits on the clean clouds (samples {bad}); "
+                    "check the model's weights and that the clouds are at unit-sphere scale"
+                )
             if bool(((labels < 0) | (labels >= num_classes)).any()):
                 raise ValueError(
                     f"labels must lie in [0, C) = [0, {num_classes}) for this model; got values in "
@@ -225,6 +236,12 @@ class Attack:
             seconds = time.perf_counter() - start
 
             adv = adv.detach()
+            if not bool(torch.isfinite(adv).all()):
+                bad = (~torch.isfinite(adv)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+                raise FloatingPointError(
+                    f"{type(self).__name__} produced NaN or inf points (samples {bad}): the optimisation "
+                    "diverged; lower its lr / step size, or report it as a bug with the attack's parameters"
+                )
             with torch.no_grad():
                 pred = model(adv).argmax(dim=1)
                 success = pred == targets if self.targeted else pred != labels
@@ -271,6 +288,13 @@ class Attack:
         if not bool(torch.isfinite(points).all()):
             bad = (~torch.isfinite(points)).flatten(1).any(dim=1).nonzero().flatten().tolist()
             raise ValueError(f"points contain NaN or inf values (samples {bad}); clean the input clouds")
+        largest = float(points.detach().abs().amax())
+        if largest > MAX_ABS_COORDINATE:
+            raise ValueError(
+                f"points reach |coordinate| = {largest:.3g}, beyond {MAX_ABS_COORDINATE:.0e}: attacks expect "
+                "unit-sphere-scale clouds (budgets are absolute); normalise them, e.g. with "
+                "benchmark.data.normalize_unit_sphere_np"
+            )
         return points
 
     @staticmethod

@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -124,6 +125,24 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _safe_name(value: str, what: str) -> str:
+    """``value`` as one plain file-name component (a dataset name or run id must not become a path)."""
+    if not _SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(f"unsafe {what} {value!r} for a results file name: use letters, digits, '.', '_' and '-' only")
+    return value
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files a killed writer of ``path`` left behind; call under ``path``'s lock
+    (every writer of ``path`` holds it while its temporary file exists, so any found now is stale)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -165,7 +184,7 @@ class ResultStore:
         self.out_dir = Path(out_dir)
 
     def csv_path(self, dataset: str) -> Path:
-        return self.out_dir / f"{dataset}.csv"
+        return self.out_dir / f"{_safe_name(dataset, 'dataset name')}.csv"
 
     def read(self, dataset: str | None = None) -> pd.DataFrame:
         """All rows (of one dataset, or of every ``*.csv`` under ``out_dir``), sorted by key."""
@@ -194,6 +213,7 @@ class ResultStore:
                 old = self.read(str(dataset))
                 merged = _normalise(pd.concat([old, _normalise(part.copy())], ignore_index=True))
                 merged = merged.drop_duplicates(list(KEY_COLUMNS), keep="last")
+                _remove_stale_temps(path)
                 _atomic_write_text(path, _sort(merged).to_csv(index=False, float_format="%.6g"))
 
     def finished(self, key: Mapping[str, Any], cell_hash: str) -> dict[str, Any] | None:
@@ -222,7 +242,7 @@ class ResultStore:
 
     def write_run(self, run_id: str, meta: Mapping[str, Any]) -> Path:
         """Run metadata (resolved config, versions, environment) to ``runs/<run_id>.json``."""
-        path = self.out_dir / "runs" / f"{run_id}.json"
+        path = self.out_dir / "runs" / f"{_safe_name(run_id, 'run id')}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
         return path

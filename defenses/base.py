@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from attacks.base import MAX_ABS_COORDINATE
 from benchmark.cache import CorruptCacheError, entry_path, load_weights, read_sidecar, save_weights
 from benchmark.config import TrainConfig, config_hash
 from benchmark.data import PointCloudDataset
@@ -67,7 +68,8 @@ GRADIENTS = ("exact", "bpda")
 
 
 def check_points(points: object, where: str = "defense") -> Tensor:
-    """Validate a batch of clouds ``[B, N, 3]`` (float, finite, non-empty); returns it.
+    """Validate a batch of clouds ``[B, N, 3]`` (float, finite, non-empty, unit-sphere scale:
+    coordinates within ``attacks.base.MAX_ABS_COORDINATE``); returns it.
 
     Raises:
         ValueError: naming what is wrong and how to fix it.
@@ -82,6 +84,12 @@ def check_points(points: object, where: str = "defense") -> Tensor:
         raise ValueError(f"{where}: points must be floating point; got {points.dtype}")
     if not bool(torch.isfinite(points).all()):
         raise ValueError(f"{where}: points contain NaN or inf values; clean the input clouds")
+    largest = float(points.detach().abs().amax())
+    if largest > MAX_ABS_COORDINATE:
+        raise ValueError(
+            f"{where}: points reach |coordinate| = {largest:.3g}, beyond {MAX_ABS_COORDINATE:.0e}; defenses expect "
+            "unit-sphere-scale clouds: normalise them, e.g. with benchmark.data.normalize_unit_sphere_np"
+        )
     return points
 
 

@@ -109,19 +109,27 @@ class Zoo:
         entry = MODELS.get(name)
         params = self._params(name)
         if "clip-teacher" in entry.tags:  # sizes or a named architecture + checkpoint, nothing derived
-            return entry.build(**params)
+            return self._init(name, entry, params)
         if "num_points" in entry.defaults and "num_classes" not in entry.defaults:
             params.setdefault("num_points", self.ctx.train.num_points)  # e.g. the autoencoder
-            return entry.build(**params)
+            return self._init(name, entry, params)
         params.setdefault("num_classes", self.ctx.train.num_classes)
         if "clip-space" in entry.tags:  # a point encoder trained into the CLIP embedding space
             params.setdefault("embed_dim", self.get("clip").model.embed_dim)
             params.setdefault("head", "text")
             params.setdefault("class_names", self.ctx.train.class_names)
-        model = entry.build(**params)
+        model = self._init(name, entry, params)
         if not getattr(model, "class_names", None):
             model.class_names = tuple(self.ctx.train.class_names)
         return model
+
+    def _init(self, name: str, entry: Any, params: dict[str, Any]) -> nn.Module:
+        """``entry.build(**params)`` under a random seed of its own (run seed and model name), so the
+        initial weights depend only on what the cache key names, not on what this process ran
+        before (a model retrained after a lost cache entry equals the one an uninterrupted run trained)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(config_hash({"init": name, "seed": self.ctx.seed}), 16))
+            return entry.build(**params)
 
     def _dependencies(self, name: str, model: nn.Module) -> dict[str, str]:
         return {"clip": self.get("clip").weights_hash} if isinstance(model, EmbeddingClassifier) else {}

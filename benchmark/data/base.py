@@ -167,9 +167,17 @@ class PointCloudDataset:
 
 def normalize_unit_sphere_np(points: np.ndarray) -> np.ndarray:
     """Centre each cloud on its centroid and scale its farthest point to radius 1: ``[N, P, 3]``."""
-    centred = points - points.mean(axis=1, keepdims=True)
-    radius = np.linalg.norm(centred, axis=-1).max(axis=1, keepdims=True)[..., None]
-    return (centred / np.maximum(radius, 1e-12)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        centred = points - points.mean(axis=1, keepdims=True)
+        radius = np.linalg.norm(centred, axis=-1).max(axis=1, keepdims=True)[..., None]
+        out = (centred / np.maximum(radius, 1e-12)).astype(np.float32)
+    wide = ~np.isfinite(radius).reshape(-1)
+    if wide.any():  # squares overflow float32 (|x| beyond ~1e19): redo those clouds in float64
+        clouds = points[wide].astype(np.float64)
+        centred64 = clouds - clouds.mean(axis=1, keepdims=True)
+        radius64 = np.linalg.norm(centred64, axis=-1).max(axis=1, keepdims=True)[..., None]
+        out[wide] = (centred64 / np.maximum(radius64, 1e-12)).astype(np.float32)
+    return out
 
 
 def select_points(

@@ -89,7 +89,11 @@ def _read_names(path: Path, what: str) -> list[str]:
     """Non-empty stripped lines of a names/list file; missing or empty is a ``DatasetError``."""
     if not path.is_file():
         raise DatasetError(f"missing {what} file {path}; the ModelNet download has it beside the data files")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{what} file {path} is not a text file ({err.reason}); re-download or restore it") from err
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise DatasetError(f"{what} file {path} is empty; re-download or restore it")
     return names
@@ -220,8 +224,9 @@ def _read_text(
     points = np.empty((n, num_points, 3), dtype=np.float32)
     normals = np.empty((n, num_points, 3), dtype=np.float32) if use_normals else None
     nrows = num_points if sampling == "first" else None
+    width = 6 if use_normals else 3  # files with and without normals may mix: keep the columns used
     for c, start in enumerate(range(0, n, _CHUNK)):
-        clouds = [_parse_text(p, nrows, use_normals) for p in paths[start : start + _CHUNK]]
+        clouds = [_parse_text(p, nrows, use_normals)[:, :width] for p in paths[start : start + _CHUNK]]
         for p, arr in zip(paths[start : start + _CHUNK], clouds):
             if len(arr) < num_points:
                 raise DatasetError(
