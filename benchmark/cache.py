@@ -321,7 +321,8 @@ def cached_features(
 
 def cache_entries(cache_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every payload under ``cache_dir``: ``{"kind", "name", "bytes", "path", "created"}``
-    (sidecars counted with their payload), sorted by kind then name."""
+    (sidecars counted with their payload), sorted by kind then name. A temporary file a killed
+    writer left behind (``.<name>.*.tmp``) is listed with ``"partial": True``."""
     root = Path(cache_dir)
     out = []
     if not root.exists():
@@ -331,6 +332,10 @@ def cache_entries(cache_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if path.name.endswith(".json") and path.with_name(path.name[:-5]).exists():
                 continue
             if not path.is_file():
+                continue
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                out.append({"kind": kind_dir.name, "name": path.name, "bytes": path.stat().st_size,
+                            "path": str(path), "created": "", "partial": True})
                 continue
             sidecar = _sidecar(path)
             size = path.stat().st_size + (sidecar.stat().st_size if sidecar.exists() else 0)

@@ -32,7 +32,7 @@ REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.data", "attacks"
 PLANNED: dict[str, tuple[str, ...]] = {
     "models": (),
     "attacks": (),
-    "defenses": ("if-defense",),
+    "defenses": (),
 }
 
 EXIT_USAGE = 2
@@ -405,6 +405,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rows is None:  # a torchrun worker rank: rank 0 prints the table
         return 1 if runner.failures else 0
     print_summary(rows, cfg, Console(width=max(120, Console().width)))
+    _print_sanity(runner.store.read(cfg.dataset.name), console)
     console.print(f"results: {runner.store.csv_path(cfg.dataset.name)} (run {runner.run_id})")
     if runner.failures:
         console.print(f"[red]{len(runner.failures)} cell(s) failed[/]; see the 'error' column of the results")
@@ -601,6 +602,14 @@ def print_summary(rows: Any, cfg: RunConfig, console: Any) -> None:
         console.print(out)
 
 
+def _print_sanity(rows: Any, console: Any) -> None:
+    """The sanity checklist (``benchmark.sanity``) over every stored row of the dataset, as warnings."""
+    from benchmark.sanity import sanity_warnings
+
+    for warning in sanity_warnings(rows):
+        console.print(f"[yellow]sanity check[/] {warning}", highlight=False)
+
+
 def _prepare_data(cfg: RunConfig, console: Any) -> dict[str, Any]:
     """Load (generate or read, then cache) both splits of the configured dataset and summarise them."""
     from benchmark.cache import resolve_cache_dir
@@ -739,13 +748,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for column in ("kind", "entry", "MiB", "created"):
         table.add_column(column, justify="right" if column == "MiB" else "left")
     for e in entries:
-        table.add_row(e["kind"], e["name"], f"{e['bytes'] / 2**20:.2f}", e["created"])
+        created = "partial (a killed write; bench cache clear removes it)" if e.get("partial") else e["created"]
+        table.add_row(e["kind"], e["name"], f"{e['bytes'] / 2**20:.2f}", created)
     Console(width=max(120, Console().width)).print(table)
     return 0
 
 
-COMMANDS = {"ablate": cmd_ablate, "cache": cmd_cache, "list": cmd_list, "info": cmd_info, "run": cmd_run, "train": cmd_train, "attack": cmd_attack,
-            "leaderboard": cmd_leaderboard, "plot": cmd_plot, "merge": cmd_merge}
+COMMANDS = {"ablate": cmd_ablate, "cache": cmd_cache, "list": cmd_list, "info": cmd_info, "run": cmd_run,
+            "train": cmd_train, "attack": cmd_attack, "leaderboard": cmd_leaderboard, "plot": cmd_plot,
+            "merge": cmd_merge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,13 +7,14 @@ One section per (dataset, profile, victim, protocol, seed, n) — and surrogate 
 ``blackbox`` protocol. Defenses are ranked by the average robust accuracy over the attacks
 (the MRPD paper's number), with the worst-case robust accuracy beside it (the share of
 clouds classified correctly clean and under every attack: AutoAttack's convention), one
-column per attack, the clean accuracy and the measured inference cost ratio. Every
-accuracy carries its 95% Wilson interval. The section header says how the numbers were
+column per attack and the clean accuracy. Every accuracy carries its 95% Wilson interval. The section header says how the numbers were
 produced: data, seed, code version, every attack's and defense's parameters as stored in
 the rows, and the ``bench run`` command that reproduces them.
 
 Determinism: everything is sorted, nothing depends on the clock, the host or the order of
-the files; the same rows (and run records) give byte-identical markdown.
+the files, and no timing enters (the measured inference cost ratio stays in the CSV's
+``cost_ratio`` column and ``benchmarks/defense_cost.py``): the same rows (and run records)
+give byte-identical markdown, and so does the same ``bench run`` repeated with the same seed.
 """
 from __future__ import annotations
 
@@ -203,7 +204,6 @@ class _Standing:
     complete: bool  # every attack of the section finished for this defense
     worst: str
     worst_value: float
-    cost: str
 
 
 def _standings(rows: pd.DataFrame, attacks: Sequence[str]) -> list[_Standing]:
@@ -236,9 +236,7 @@ def _standings(rows: pd.DataFrame, attacks: Sequence[str]) -> list[_Standing]:
             worst_text = _acc_cell(round(w * n), n) + ("" if complete else " †")
         else:
             w, worst_text = math.nan, "–" if not (mine["status"] == "failed").all() else "failed"
-        costs = [float(c) for c in mine["cost_ratio"] if _finite(c)]
-        cost = f"{sorted(costs)[len(costs) // 2]:.2f}×" if costs else "–"
-        out.append(_Standing(defense, cells, mean, complete, worst_text, w, cost))
+        out.append(_Standing(defense, cells, mean, complete, worst_text, w))
     # complete rows first, then by mean robust accuracy, worst case, name
     out.sort(key=lambda s: (not s.complete, -(s.mean if _finite(s.mean) else -1.0),
                             -(s.worst_value if _finite(s.worst_value) else -1.0), s.defense))
@@ -322,7 +320,7 @@ def _render_section(section: Section, rows: pd.DataFrame, runs: Mapping[str, Map
     out.extend(f"  {c}" for c in _reproduce(section, rows, attacks, runs))
     out.append("  ```")
     out.append("")
-    header = ["rank", "defense", "avg robust", "worst case", "clean", *attacks, "cost"]
+    header = ["rank", "defense", "avg robust", "worst case", "clean", *attacks]
     out.append("| " + " | ".join(header) + " |")
     out.append("|" + "|".join([":---:", ":---"] + ["---:"] * (len(header) - 2)) + "|")
     for rank, s in enumerate(standings, 1):
@@ -330,7 +328,7 @@ def _render_section(section: Section, rows: pd.DataFrame, runs: Mapping[str, Map
             mean = _pct(s.mean) + ("" if s.complete else " †")
         else:
             mean = "failed" if any(s.cells[a] == "failed" for a in attacks) else "–"
-        cells = [str(rank), f"**{s.defense}**", mean, s.worst, s.cells[CLEAN], *[s.cells[a] for a in attacks], s.cost]
+        cells = [str(rank), f"**{s.defense}**", mean, s.worst, s.cells[CLEAN], *[s.cells[a] for a in attacks]]
         out.append("| " + " | ".join(cells) + " |")
     if any(not s.complete for s in standings) and attacks:
         out.append("")
@@ -398,8 +396,9 @@ def render_leaderboard(frame: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]
                  "defenses whose intervals overlap are not clearly distinguishable at this n. **avg robust**: "
                  "mean accuracy over the attacks (the MRPD paper's average robust accuracy; defenses are ranked "
                  "by it). **worst case**: share of clouds classified correctly clean *and* under every attack "
-                 "(AutoAttack's convention; averaging over attacks flatters a defense). **cost**: inference time "
-                 "relative to the undefended victim (measured; varies between machines). `failed`: the cell "
+                 "(AutoAttack's convention; averaging over attacks flatters a defense). Inference cost is a timing, "
+                 "so it is not here (the same run must give the same file): see `cost_ratio` in the CSV and "
+                 "`benchmarks/defense_cost.py`. `failed`: the cell "
                  "raised an error (listed below its table); `–`: not run.")
     lines.append("")
     if sources:
@@ -410,7 +409,21 @@ def render_leaderboard(frame: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]
         return "\n".join(lines) + "\n"
     for section, rows in sections(frame).items():
         lines.extend(_render_section(section, rows.reset_index(drop=True), runs))
+    lines.extend(_sanity_section(frame))
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _sanity_section(frame: pd.DataFrame) -> list[str]:
+    """Carlini et al.'s checklist over every row (``benchmark.sanity``): weak attacks, budget
+    sweeps that do not fall, adaptive accuracy far above transfer (gradient masking)."""
+    from benchmark.sanity import sanity_warnings
+
+    warnings = sanity_warnings(frame)
+    out = ["## Sanity checks", ""]
+    if not warnings:
+        return [*out, "None of the checks fired (strong attacks reach 90% success on `none` at paper budgets; "
+                "accuracy falls as budgets grow; adaptive accuracy is not far above transfer).", ""]
+    return [*out, *(f"- {w.replace('|', '/')}" for w in warnings), ""]
 
 
 def write_leaderboard(results_dir: str | os.PathLike[str] = "results",

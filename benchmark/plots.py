@@ -75,7 +75,8 @@ def parse_sweep(spec: str) -> tuple[str, list[str]]:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+=-]+", "_", str(text)).strip("_") or "_"
+    slug = re.sub(r"[^A-Za-z0-9._+=-]+", "_", str(text)).strip("_")
+    return "_" if slug in ("", ".", "..") else slug
 
 
 def sweep_out_dir(out_dir: str | os.PathLike[str], key: str, value: str) -> Path:

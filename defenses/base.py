@@ -230,8 +230,16 @@ class DefendedModel(nn.Module):
     def num_classes(self) -> int | None:
         return getattr(self.classifier, "num_classes", None)
 
+    def checked(self, points: Tensor) -> Tensor:
+        """``points`` validated (:func:`check_points`) and cast to the classifier's floating dtype."""
+        check_points(points, self.defense_name or "defense")
+        param = next(self.classifier.parameters(), None)
+        if param is not None and param.is_floating_point() and points.dtype != param.dtype:
+            points = points.to(param.dtype)
+        return points
+
     def forward(self, points: Tensor) -> Tensor:
-        return self.classifier(points)
+        return self.classifier(self.checked(points))
 
     def reseed(self, seed: int) -> None:
         """Restart the defense's random stream at ``seed`` (no-op for deterministic defenses)."""
@@ -279,7 +287,7 @@ class PreprocessedModel(DefendedModel):
 
     def defend(self, points: Tensor) -> Tensor:
         """The preprocessed clouds ``[B, N', 3]``."""
-        check_points(points, self.defense_name or "preprocess")
+        points = self.checked(points)
         out = self.preprocess(points, self.generator)
         if self._straight_through:
             out = straight_through(points, out)
