@@ -648,7 +648,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     populate_registries(cfg.plugins)
     names = MODELS.resolve(args.model)
     if "all" in str(args.model).split(","):  # defense parts (PU-Net) are trained by their defense
-        names = [n for n in names if "upsampler" not in MODELS.get(n).tags]
+        names = [n for n in names if not {"upsampler", "defense-part"} & set(MODELS.get(n).tags)]
     device = resolve_device(cfg.device)
     console = Console(stderr=True)
     console.print(f"[bold]bench train[/] {', '.join(names)} on {cfg.dataset.name} device={device}")

@@ -34,6 +34,7 @@ def build_defense(name: str, **params: Any) -> Defense:
 # Importing the modules registers the defenses, in the order tables list them.
 from defenses import none  # noqa: E402,F401,I001
 from defenses import srs, sor, dupnet  # noqa: E402,F401,I001
+from defenses import if_defense  # noqa: E402,F401,I001
 from defenses import adversarial_training, mrpd  # noqa: E402,F401,I001
 
 __all__ = [

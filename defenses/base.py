@@ -275,9 +275,11 @@ class PreprocessedModel(DefendedModel):
         randomized: bool = False,
         seed: int = 0,
         name: str = "",
+        aligned: bool = False,
     ) -> None:
         super().__init__(victim, kind="preprocess", gradient=gradient, randomized=randomized, name=name)
         self.preprocess = preprocess
+        self.aligned = bool(aligned)
         self.generator = torch.Generator()
         self.reseed(seed)
         self._straight_through = False
@@ -290,7 +292,7 @@ class PreprocessedModel(DefendedModel):
         points = self.checked(points)
         out = self.preprocess(points, self.generator)
         if self._straight_through:
-            out = straight_through(points, out)
+            out = straight_through(points, out, aligned=self.aligned)
         return out
 
     def forward(self, points: Tensor) -> Tensor:
@@ -341,8 +343,11 @@ class _StraightThrough(torch.autograd.Function):
     """Forward: the defended cloud. Backward: the identity, mapped through nearest points."""
 
     @staticmethod
-    def forward(ctx: Any, points: Tensor, defended: Tensor) -> Tensor:
-        if defended.shape == points.shape:
+    def forward(ctx: Any, points: Tensor, defended: Tensor, aligned: bool) -> Tensor:
+        if aligned:
+            if defended.shape != points.shape:
+                raise ValueError(f"straight_through(aligned=True) needs the output shape of the input "
+                                 f"{tuple(points.shape)}; got {tuple(defended.shape)}")
             ctx.index = None
         else:  # each output point's gradient goes to its nearest input point
             _, index = nearest_neighbor(defended.detach(), points.detach())
@@ -351,27 +356,30 @@ class _StraightThrough(torch.autograd.Function):
         return defended.detach().clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         if ctx.index is None:
-            return grad, None
+            return grad, None, None
         out = grad.new_zeros(grad.shape[0], ctx.num_points, 3)
         out.scatter_add_(1, ctx.index.unsqueeze(-1).expand(-1, -1, 3), grad)
-        return out, None
+        return out, None, None
 
 
-def straight_through(points: Tensor, defended: Tensor) -> Tensor:
+def straight_through(points: Tensor, defended: Tensor, aligned: bool = False) -> Tensor:
     """BPDA: a tensor equal to ``defended`` whose gradient w.r.t. ``points`` is the identity.
 
     Args:
         points: ``[B, N, 3]`` the defense's input.
         defended: ``[B, M, 3]`` the defense's output (``M`` may differ from ``N``).
+        aligned: output point ``i`` is input point ``i`` moved (same shape, same order, e.g.
+            jitter): the gradient passes through unchanged. Otherwise (the default: SOR
+            moves the kept points to the front, DUP-Net and IF-Defense resample) each output
+            point's gradient is added to its nearest input point, which is the identity on the
+            points the defense kept or moved a little.
 
     Returns:
-        ``[B, M, 3]`` equal to ``defended``. Backward: when ``M == N`` the incoming gradient
-        passes through unchanged; otherwise each output point's gradient is added to its
-        nearest input point (the identity on the points the defense kept or moved).
+        ``[B, M, 3]`` equal to ``defended``.
     """
-    return _StraightThrough.apply(points, defended)
+    return _StraightThrough.apply(points, defended, bool(aligned))
 
 
 # --------------------------------------------------------------------------- defenses
@@ -414,6 +422,9 @@ class PreprocessDefense(Defense):
 
     kind: ClassVar[str] = "preprocess"
     gradient: ClassVar[str] = "bpda"
+    #: output point ``i`` is input point ``i`` moved (BPDA passes gradients through unchanged);
+    #: False (default): BPDA routes each output point's gradient to its nearest input point.
+    aligned: ClassVar[bool] = False
 
     def preprocess(self, points: Tensor, generator: torch.Generator) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement preprocess(points, generator)")
@@ -423,8 +434,8 @@ class PreprocessDefense(Defense):
 
     def prepare(self, ctx: DefenseContext) -> nn.Module:
         self.setup(ctx)
-        return PreprocessedModel(ctx.victim, self.preprocess, gradient=self.gradient,
-                                 randomized=self.randomized, seed=ctx.seed, name=_registered_name(self))
+        return PreprocessedModel(ctx.victim, self.preprocess, gradient=self.gradient, randomized=self.randomized,
+                                 seed=ctx.seed, name=_registered_name(self), aligned=self.aligned)
 
 
 class ModelDefense(Defense):

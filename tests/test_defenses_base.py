@@ -111,11 +111,25 @@ def test_srs_defended_model_reseeds_and_is_randomised():
 def test_straight_through_forward_equals_defense_backward_identity():
     x = unit_clouds(2, 32).requires_grad_()
     defended = x.detach() * 0.5 + 1.0
-    out = straight_through(x, defended)
+    out = straight_through(x, defended, aligned=True)
     assert torch.equal(out, defended)
     g = torch.randn_like(out)
     out.backward(g)
     assert torch.equal(x.grad, g)
+
+
+def test_straight_through_of_reordered_points_routes_gradients_by_nearest_point():
+    # SOR keeps the same N but moves the kept points to the front: gradients follow the points
+    x = unit_clouds(1, 16).requires_grad_()
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    out = straight_through(x, x.detach()[:, order] + 1e-5)
+    g = torch.randn_like(out)
+    out.backward(g)
+    expected = torch.zeros_like(x)
+    expected[0, order] = g[0]
+    assert torch.equal(x.grad, expected)
+    with pytest.raises(ValueError, match="aligned=True"):
+        straight_through(x, x.detach()[:, :8], aligned=True)
 
 
 def test_straight_through_with_fewer_points_routes_gradients_to_the_kept_points():

@@ -1,6 +1,8 @@
 """SynthShapes: the primitives' geometry, the generator's determinism and balance, the cache."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,59 @@ def test_inside_test_matches_exact_volume(name: str) -> None:
     q = RNG.uniform(-1, 1, (1, 200_000, 3))
     estimate = prim.contains(kind, _row(values), q).mean() * 8.0
     assert estimate == pytest.approx(volume, rel=0.03)
+
+
+def _inside_by_definition(kind: int, v: np.ndarray, q: np.ndarray) -> bool:
+    """One point, plain Python, straight from the layout table of ``primitives`` (closed solids)."""
+    d = [float(q[i] - v[i]) for i in range(3)]
+    if kind == prim.BOX:
+        return all(abs(d[i]) <= v[3 + i] for i in range(3))
+    if kind in (prim.CYLINDER, prim.TORUS):
+        axis = int(v[5])
+        radial = math.hypot(*(d[i] for i in range(3) if i != axis))
+        if kind == prim.CYLINDER:
+            return abs(d[axis]) <= v[4] and radial <= v[3]
+        return (radial - v[3]) ** 2 + d[axis] ** 2 <= v[4] ** 2
+    if kind == prim.ELLIPSOID:
+        return sum((d[i] / v[3 + i]) ** 2 for i in range(3)) <= 1.0
+    if kind == prim.REVOLVED:  # knots at y0 + height * (0, t1, t2, 1), radii linear in between
+        knots = [v[1] + v[3] * t for t in (0.0, v[4], v[5], 1.0)]
+        y = float(q[1])
+        if not knots[0] <= y <= knots[3]:
+            return False
+        seg = next(i for i in range(3) if y <= knots[i + 1])
+        f = (y - knots[seg]) / (knots[seg + 1] - knots[seg])
+        outer = v[6 + seg] + f * (v[7 + seg] - v[6 + seg])
+        inner = v[10 + seg] + f * (v[11 + seg] - v[10 + seg])
+        radial = math.hypot(q[0] - v[0], q[2] - v[2])
+        return radial <= outer and (inner <= 0 or radial >= inner)
+    raise ValueError(kind)
+
+
+BRUTE = {**SOLIDS, "cylinder-z": (prim.CYLINDER, [0, 0.1, -0.2, 0.2, 0.5, 2], None, None),
+         "torus-x": (prim.TORUS, [0.1, 0, 0, 0.4, 0.1, 0], None, None),
+         "torus-y": (prim.TORUS, [0, 0.2, 0, 0.3, 0.15, 1], None, None)}
+
+
+@pytest.mark.parametrize("name", BRUTE)
+def test_inside_test_agrees_point_by_point_with_the_definition(name: str) -> None:
+    kind, values, _, _ = BRUTE[name]
+    q = np.random.default_rng(7).uniform(-1, 1, (1, 3000, 3))
+    got = prim.contains(kind, _row(values), q)[0]
+    want = np.array([_inside_by_definition(kind, _row(values)[0], p) for p in q[0]])
+    assert 10 < want.sum() < 2990  # both sides are tested
+    np.testing.assert_array_equal(got, want)
+
+
+def test_shape_bank_is_the_union_of_its_parts_in_the_cloud_frame() -> None:
+    _, _, shapes, _ = generate(33, 64, seed=0)
+    q = np.random.default_rng(8).uniform(-1.1, 1.1, (33, 150, 3))
+    canon = shapes.to_canonical(q)
+    want = np.array([[any(_inside_by_definition(int(kind), shapes.part_params[m, j], canon[m, i])
+                          for j, kind in enumerate(shapes.part_type[m]) if kind >= 0)
+                      for i in range(q.shape[1])] for m in range(33)])
+    assert 0.02 < want.mean() < 0.5
+    np.testing.assert_array_equal(shapes.contains(q), want)
 
 
 @pytest.mark.parametrize("name", [n for n, s in SOLIDS.items() if s[3] is not None])
