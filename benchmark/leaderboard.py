@@ -421,8 +421,10 @@ def _sanity_section(frame: pd.DataFrame) -> list[str]:
     warnings = sanity_warnings(frame)
     out = ["## Sanity checks", ""]
     if not warnings:
-        return [*out, "None of the checks fired (strong attacks reach 90% success on `none` at paper budgets; "
-                "accuracy falls as budgets grow; adaptive accuracy is not far above transfer).", ""]
+        return [*out, "None fired. The checks: PGD and C&W under 90% success on `none` at paper budgets (only "
+                "`paper`-profile rows are checked); accuracy rising with the budget in a sweep; adaptive accuracy "
+                "far above transfer for the same defense and attack (gradient masking); an attack that raises "
+                "accuracy.", ""]
     return [*out, *(f"- {w.replace('|', '/')}" for w in warnings), ""]
 
 
