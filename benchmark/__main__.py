@@ -6,21 +6,16 @@ PyTorch's ``torch.backends.xeon.run_cpu`` launcher does. ``PCRB_NO_TUNE=1`` opts
 """
 from __future__ import annotations
 
-import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
-    from benchmark.env import tuned_environment
+    from benchmark.env import reexec_tuned
 
     args = sys.argv[1:] if argv is None else list(argv)
-    env = tuned_environment()
-    if env is not None and argv is None:
-        try:
-            os.execve(sys.executable, [sys.executable, "-m", "benchmark", *args], env)
-        except OSError:
-            pass  # cannot re-exec (unusual platform): run untuned rather than fail
+    if argv is None:
+        reexec_tuned([sys.executable, "-m", "benchmark", *args])
     from benchmark.cli import main as cli_main
 
     return cli_main(args)

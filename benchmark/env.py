@@ -20,6 +20,7 @@ __all__ = [
     "DeviceError",
     "allocator_status",
     "package_versions",
+    "reexec_tuned",
     "resolve_device",
     "tuned_environment",
 ]
@@ -68,6 +69,19 @@ def tuned_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     env["GLIBC_TUNABLES"] = ":".join(existing + added)
     env[TUNED_FLAG] = "1"
     return env
+
+
+def reexec_tuned(argv: list[str]) -> None:
+    """Re-execute this process as ``argv`` (a full command line, ``sys.executable`` first) with the
+    allocator tunables, unless they are set already, opted out (``PCRB_NO_TUNE=1``) or not
+    applicable; returns only when it did not re-execute (an ``OSError`` runs on untuned)."""
+    env = tuned_environment()
+    if env is None:
+        return
+    try:
+        os.execve(argv[0], argv, env)
+    except OSError:
+        pass
 
 
 def allocator_status(environ: Mapping[str, str] | None = None) -> str:

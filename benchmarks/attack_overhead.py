@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -43,14 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def _retune() -> None:
-    """Re-execute once with the glibc malloc tunables ``bench`` uses (before torch is imported)."""
-    from benchmark.env import tuned_environment
-
-    env = tuned_environment()
-    if env is not None:
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if os.environ.get("PCRB_NO_TUNE", "") in ("", "0"):
-        _retune()
+    from benchmark.env import reexec_tuned
+
+    reexec_tuned([sys.executable, *sys.argv])  # the allocator tunables bench uses (PCRB_NO_TUNE=1: off)
     sys.exit(main())
