@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from models import register_model
+from models.checkpoints import load_state_dict_file
 
 __all__ = [
     "PLANES",
@@ -437,37 +437,10 @@ def load_occnet_weights(model: ConvOccupancyNetwork, path: str | os.PathLike[str
         ValueError: not a state dict, or keys / shapes differ from ``model``'s (every
             missing, unexpected and mis-shaped key is listed).
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"ConvONet weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling failure means "not a weights file"
-        raise ValueError(f"cannot read ConvONet weights {path}: {err}") from err
-    if isinstance(state, dict):
-        for key in ("model", "model_state", "state_dict"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a ConvONet state dict (a mapping of parameter names to tensors)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
-                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        lines = [f"cannot load ConvONet weights {path}: the file does not match this architecture "
-                 f"({_describe(model.config)}; {len(own)} tensors, the file has {len(state)})."]
-        for label, items, sep in (("missing in the file", missing, ", "), ("unexpected in the file", unexpected, ", "),
-                                  ("shape mismatches", shapes, "; ")):
-            if items:
-                lines.append(f"  {label} ({len(items)}): {sep.join(items)}")
-        lines.append("  Build the network with the sizes the checkpoint was trained with "
-                     "(defenses.if-defense.channels / plane_resolution / unet_depth).")
-        raise ValueError("\n".join(lines))
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    load_state_dict_file(
+        model, path, what="ConvONet", describe=_describe(model.config), containers=("model", "model_state", "state_dict"),
+        advice=lambda _: "Build the network with the sizes the checkpoint was trained with "
+                         "(defenses.if-defense.channels / plane_resolution / unet_depth).")
     return model
 
 

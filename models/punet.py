@@ -42,8 +42,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +50,7 @@ from torch.nn import functional as F
 
 from benchmark.geometry import farthest_point_sample, index_points
 from models import register_model
+from models.checkpoints import load_state_dict_file
 
 __all__ = [
     "PUNet",
@@ -390,50 +390,14 @@ def load_punet_weights(model: PUNet, path: str | os.PathLike[str]) -> PUNet:
         ValueError: the file is not a state dict, or its keys / shapes differ from
             ``model``'s; the message lists every missing, unexpected and mis-shaped key.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"PU-Net weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling failure means "not a weights file"
-        raise ValueError(f"cannot read PU-Net weights {path}: {err}") from err
-    if isinstance(state, dict):
-        for key in ("model_state", "state_dict"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a PU-Net state dict (a mapping of parameter names to tensors)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
-        for k in set(own) & set(state)
-        if state[k].shape != own[k].shape
-    )
-    if missing or unexpected or shapes:
-        header = (
-            f"cannot load PU-Net weights {path}: the file does not match this architecture "
-            f"(up_ratio={model.up_ratio}, {len(own)} tensors; the file has {len(state)})."
-        )
-        lines = [header]
-        if missing:
-            lines.append(f"  missing in the file ({len(missing)}): {', '.join(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected in the file ({len(unexpected)}): {', '.join(unexpected)}")
-        if shapes:
-            lines.append(f"  shape mismatches ({len(shapes)}): {'; '.join(shapes)}")
+    def advice(state: Mapping[str, Tensor]) -> str:
         branches = {k.split(".")[1] for k in state if k.startswith("FC_Modules.")}
         if len(branches) != model.up_ratio:
-            lines.append(f"  The file has {len(branches)} expansion branches: it upsamples x{len(branches)}, "
-                         f"this model x{model.up_ratio}; build it with up_ratio={len(branches)}.")
-        else:
-            lines.append("  Build the model with the sizes the checkpoint was trained with, "
-                         "or pass a checkpoint of this layout.")
-        raise ValueError("\n".join(lines))
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+            return (f"The file has {len(branches)} expansion branches: it upsamples x{len(branches)}, "
+                    f"this model x{model.up_ratio}; build it with up_ratio={len(branches)}.")
+        return "Build the model with the sizes the checkpoint was trained with, or pass a checkpoint of this layout."
+
+    load_state_dict_file(model, path, what="PU-Net", describe=f"up_ratio={model.up_ratio}", advice=advice)
     return flush_tiny_weights_(model)
 
 
