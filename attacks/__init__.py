@@ -1,6 +1,8 @@
 """Adversarial attacks on point cloud classifiers, one module per family, registered by name.
 
 Register a new attack with ``@register_attack("name")``; ``bench list attacks`` shows it.
+Build one with ``build_attack(name, params, seed=..., resolve_model=...)`` (``attacks.factory``):
+the one factory every caller uses.
 """
 from benchmark.registry import ATTACKS
 
@@ -8,5 +10,6 @@ register_attack = ATTACKS.register
 
 # Importing the families registers them.
 from attacks import add, advpc, aof, base, constraints, crafting, cw, drop, knn, losses, pgd, search  # noqa: E402,F401
+from attacks.factory import attack_spec, build_attack  # noqa: E402
 
-__all__ = ["ATTACKS", "register_attack"]
+__all__ = ["ATTACKS", "attack_spec", "build_attack", "register_attack"]

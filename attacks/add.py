@@ -34,9 +34,10 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack
-from attacks.losses import adversarial_loss
+from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import binary_search_attack, check_search_params
 from benchmark.geometry import chamfer_distance, hausdorff_distance, index_points
+from benchmark.params import choice, count, nonnegative, param, positive
 
 __all__ = ["AddCD", "AddHD", "critical_point_indices"]
 
@@ -69,15 +70,15 @@ class _Add(Attack):
         seed: seeds the targets and the start noise per (seed, sample index).
     """
 
-    num_add: int = 512
-    init_weight: float = 5e3
-    max_weight: float = 4e4
-    binary_steps: int = 10
-    num_iter: int = 500
-    lr: float = 1e-2
-    loss: str = "ce"
-    kappa: float = 0.0
-    seed: int = 0
+    num_add: int = count(512)
+    init_weight: float = positive(5e3)
+    max_weight: float = positive(4e4)
+    binary_steps: int = count(10)
+    num_iter: int = count(500)
+    lr: float = positive(1e-2)
+    loss: str = choice("ce", LOSS_KINDS)
+    kappa: float = nonnegative(0.0)
+    seed: int = param(0)
 
     targeted = True  # class attribute: both presets are targeted
     _stream = "add-start"
@@ -86,9 +87,7 @@ class _Add(Attack):
         raise NotImplementedError
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        if not isinstance(self.num_add, int) or self.num_add < 1:
-            raise ValueError(f"{name}: num_add must be an int >= 1; got {self.num_add!r}")
+        super().__post_init__()
         check_search_params(self)
 
     def attack(

@@ -11,8 +11,9 @@ clip)``. The reference's "binary steps" are ``restarts`` independent restarts of
 ``num_iter`` iterations, each from ``x + N(0, 1e-7)`` (noise seeded per (seed, sample index,
 restart)). Success needs both: targeted ``f(x') == t`` AND ``f(AE(x')) != y``.
 
-The attack never builds models: the harness supplies the trained autoencoder with
-``attack.with_autoencoder(module)`` before calling it.
+The attack never builds models: it declares the autoencoder it needs
+(``required_models()``) and the harness supplies the trained one through
+``attacks.factory.build_attack`` (or, by hand, ``attack.with_autoencoder(module)``).
 
 ``paper`` preset = the defaults below; ``ifd`` preset = ``loss="margin"``, ``kappa=30``.
 """
@@ -28,6 +29,7 @@ from attacks.base import Attack, AttackResult
 from attacks.constraints import clip_per_point
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
+from benchmark.params import choice, count, fraction, nonnegative, param, positive
 
 __all__ = ["AdvPC"]
 
@@ -45,8 +47,8 @@ class AdvPC(Attack):
         lr: Adam learning rate.
         loss, kappa: adversarial loss (``"ce"`` or ``"margin"``) and its margin.
         seed: seeds the targets and the start noise per (seed, sample index, restart).
-        autoencoder: registry name of the autoencoder model (informational; the module is
-            supplied with ``with_autoencoder``).
+        autoencoder: registry name of the autoencoder model the harness resolves and binds
+            (``required_models``).
 
     Autoencoder: set with ``with_autoencoder(module)`` (returns the attack). During a call it
     is put in eval mode with parameter gradients off and both are restored afterwards; it must
@@ -73,38 +75,34 @@ class AdvPC(Attack):
     restart is evaluated too.
     """
 
-    gamma: float = 0.25
-    clip: float = 0.18
-    restarts: int = 2
-    num_iter: int = 200
-    lr: float = 1e-2
-    loss: str = "ce"
-    kappa: float = 0.0
-    seed: int = 0
-    autoencoder: str = "pc-autoencoder"
+    gamma: float = fraction(0.25)
+    clip: float = nonnegative(0.18)
+    restarts: int = count(2)
+    num_iter: int = count(200)
+    lr: float = positive(1e-2)
+    loss: str = choice("ce", LOSS_KINDS)
+    kappa: float = nonnegative(0.0)
+    seed: int = param(0)
+    autoencoder: str = param("pc-autoencoder")
 
     targeted = True
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        for field in ("num_iter", "restarts"):
-            v = getattr(self, field)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: {field} must be an int >= 1; got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"{name}: lr must be > 0; got {self.lr}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"{name}: gamma must lie in [0, 1]; got {self.gamma}")
-        for field in ("clip", "kappa"):
-            v = getattr(self, field)
-            if not v >= 0:
-                raise ValueError(f"{name}: {field} must be >= 0; got {v}")
-        if self.loss not in LOSS_KINDS:
-            raise ValueError(f"{name}: unknown loss {self.loss!r}; expected one of {', '.join(LOSS_KINDS)}")
+        super().__post_init__()
         # not a dataclass field: configs serialise fields, and a module is no hyperparameter
         self._ae: nn.Module | None = None
 
     # -- the autoencoder ---------------------------------------------------------------
+    def required_models(self) -> dict[str, str]:
+        """The autoencoder, by its registry name (``autoencoder`` field)."""
+        return {"autoencoder": self.autoencoder}
+
+    def bind_models(self, **modules: nn.Module) -> AdvPC:
+        super().bind_models(**modules)
+        if "autoencoder" in modules:
+            self.with_autoencoder(modules["autoencoder"])
+        return self
+
     def with_autoencoder(self, module: nn.Module) -> AdvPC:
         """Use ``module`` (``[B, N, 3] -> [B, K, 3]``) as the autoencoder; returns ``self``."""
         if not isinstance(module, nn.Module):

@@ -53,6 +53,7 @@ from attacks.constraints import clip_per_point
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
 from benchmark.geometry import knn
+from benchmark.params import choice, count, fraction, nonnegative, param, positive
 
 __all__ = ["AOF", "graph_laplacian", "graph_spectrum", "split_frequencies"]
 
@@ -124,35 +125,18 @@ class AOF(Attack):
         seed: seeds the start noise per (seed, sample index, restart).
     """
 
-    num_low: int = 100
-    gamma: float = 0.25
-    clip: float = 0.18
-    restarts: int = 2
-    num_iter: int = 200
-    lr: float = 1e-2
-    loss: str = "margin"
-    kappa: float = 30.0
-    k: int = 30
-    seed: int = 0
+    num_low: int = count(100)
+    gamma: float = fraction(0.25)
+    clip: float = nonnegative(0.18)
+    restarts: int = count(2)
+    num_iter: int = count(200)
+    lr: float = positive(1e-2)
+    loss: str = choice("margin", LOSS_KINDS)
+    kappa: float = nonnegative(30.0)
+    k: int = count(30)
+    seed: int = param(0)
 
     targeted = False
-
-    def __post_init__(self) -> None:
-        name = type(self).__name__
-        for field in ("num_low", "restarts", "num_iter", "k"):
-            v = getattr(self, field)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: {field} must be an int >= 1; got {v!r}")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"{name}: gamma must lie in [0, 1]; got {self.gamma}")
-        if not self.lr > 0:
-            raise ValueError(f"{name}: lr must be > 0; got {self.lr}")
-        for field in ("clip", "kappa"):
-            v = getattr(self, field)
-            if not v >= 0:
-                raise ValueError(f"{name}: {field} must be >= 0; got {v}")
-        if self.loss not in LOSS_KINDS:
-            raise ValueError(f"{name}: unknown loss {self.loss!r}; expected one of {', '.join(LOSS_KINDS)}")
 
     def attack(
         self, model: nn.Module, points: Tensor, labels: Tensor, targets: Tensor | None, *, indices: Tensor

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.geometry import nearest_neighbor
+from benchmark.params import check_fields
 
 __all__ = ["MAX_ABS_COORDINATE", "Attack", "AttackResult", "draw_targets", "sample_generator", "seeded_uniform"]
 
@@ -156,6 +157,25 @@ class Attack:
 
     targeted: bool = False
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Check every hyperparameter against the domain its field declares
+        (``benchmark.params``); subclasses with checks of their own call this first."""
+        check_fields(self)
+
+    def required_models(self) -> dict[str, str]:
+        """Other models this attack needs, ``slot -> registry model name`` (AdvPC: its
+        autoencoder). The harness resolves each through the model zoo once and hands it over
+        with :meth:`bind_models` before the first call (``attacks.factory.build_attack``)."""
+        return {}
+
+    def bind_models(self, **modules: nn.Module) -> Attack:
+        """Hand over the models :meth:`required_models` names (by slot); returns ``self``."""
+        unknown = sorted(set(modules) - set(self.required_models()))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} needs no model called {', '.join(unknown)}; "
+                             f"it needs: {', '.join(self.required_models()) or 'none'}")
+        return self
 
     def attack(
         self, model: nn.Module, points: Tensor, labels: Tensor, targets: Tensor | None, *, indices: Tensor

@@ -14,8 +14,9 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack
-from attacks.losses import adversarial_loss
+from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import binary_search_attack, check_search_params
+from benchmark.params import choice, count, nonnegative, param, positive
 
 __all__ = ["CW", "l2_distance"]
 
@@ -51,17 +52,18 @@ class CW(Attack):
     only when it strictly improves the best distance (the reference also accepts a tie).
     """
 
-    init_weight: float = 10.0
-    max_weight: float = 80.0
-    binary_steps: int = 10
-    num_iter: int = 50
-    lr: float = 1e-2
-    loss: str = "ce"
-    kappa: float = 0.0
-    targeted: bool = True
-    seed: int = 0
+    init_weight: float = positive(10.0)
+    max_weight: float = positive(80.0)
+    binary_steps: int = count(10)
+    num_iter: int = count(50)
+    lr: float = positive(1e-2)
+    loss: str = choice("ce", LOSS_KINDS)
+    kappa: float = nonnegative(0.0)
+    targeted: bool = param(True)
+    seed: int = param(0)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_search_params(self)
 
     def attack(

@@ -11,7 +11,6 @@ took the gradient for a random target instead.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack, draw_targets
+from benchmark.params import choice, count, nonnegative, param
 
 __all__ = ["SaliencyDrop", "SaliencyDrop100", "saliency_scores"]
 
@@ -69,26 +69,12 @@ class SaliencyDrop(Attack):
     permutation-invariant victims). Ties between scores are broken by ``torch.topk``.
     """
 
-    num_drop: int = 200
-    per_round: int = 5
-    alpha: float = 1.0
-    saliency_label: str = "label"
-    seed: int = 0
+    num_drop: int = count(200)
+    per_round: int = count(5)
+    alpha: float = nonnegative(1.0)
+    saliency_label: str = choice("label", _SALIENCY_LABELS)
+    seed: int = param(0)
     targeted = False  # class attribute: the drop attack has no targeted mode
-
-    def __post_init__(self) -> None:
-        name = type(self).__name__
-        if not isinstance(self.num_drop, int) or isinstance(self.num_drop, bool) or self.num_drop < 1:
-            raise ValueError(f"{name}: num_drop must be an int >= 1; got {self.num_drop!r}")
-        if not isinstance(self.per_round, int) or isinstance(self.per_round, bool) or self.per_round < 1:
-            raise ValueError(f"{name}: per_round must be an int >= 1; got {self.per_round!r}")
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"{name}: alpha must be a finite number >= 0; got {self.alpha!r}")
-        if self.saliency_label not in _SALIENCY_LABELS:
-            raise ValueError(
-                f"{name}: unknown saliency_label {self.saliency_label!r}; expected one of "
-                f"{', '.join(_SALIENCY_LABELS)}"
-            )
 
     @property
     def rounds(self) -> int:

@@ -25,6 +25,7 @@ from attacks.constraints import clip_per_point, project_to_surface
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
 from benchmark.geometry import chamfer_distance, estimate_normals, knn
+from benchmark.params import choice, count, nonnegative, param, positive
 
 __all__ = ["KNN", "knn_smoothness"]
 
@@ -86,36 +87,19 @@ class KNN(Attack):
     noise is seeded per sample.
     """
 
-    num_iter: int = 2500
-    lr: float = 1e-3
-    k: int = 5
-    alpha: float = 1.05
-    chamfer_weight: float = 5.0
-    smooth_weight: float = 3.0
-    clip: float = 0.1
-    normal_k: int = 10
-    loss: str = "ce"
-    kappa: float = 0.0
-    seed: int = 0
+    num_iter: int = count(2500)
+    lr: float = positive(1e-3)
+    k: int = count(5)
+    alpha: float = param(1.05)
+    chamfer_weight: float = nonnegative(5.0)
+    smooth_weight: float = nonnegative(3.0)
+    clip: float = nonnegative(0.1)
+    normal_k: int = count(10, minimum=3)
+    loss: str = choice("ce", LOSS_KINDS)
+    kappa: float = nonnegative(0.0)
+    seed: int = param(0)
 
     targeted = True
-
-    def __post_init__(self) -> None:
-        name = type(self).__name__
-        for field in ("num_iter", "k"):
-            v = getattr(self, field)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: {field} must be an int >= 1; got {v!r}")
-        if not isinstance(self.normal_k, int) or self.normal_k < 3:
-            raise ValueError(f"{name}: normal_k must be an int >= 3; got {self.normal_k!r}")
-        if not self.lr > 0:
-            raise ValueError(f"{name}: lr must be > 0; got {self.lr}")
-        for field in ("chamfer_weight", "smooth_weight", "clip", "kappa"):
-            v = getattr(self, field)
-            if not v >= 0:
-                raise ValueError(f"{name}: {field} must be >= 0; got {v}")
-        if self.loss not in LOSS_KINDS:
-            raise ValueError(f"{name}: unknown loss {self.loss!r}; expected one of {', '.join(LOSS_KINDS)}")
 
     def distance(self, adv: Tensor, points: Tensor, *, chamfer: Tensor | None = None) -> Tensor:
         """Per-sample penalty ``K * (chamfer_weight * chamfer + smooth_weight * knn_smooth)``, ``[B]``.

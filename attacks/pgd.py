@@ -18,6 +18,7 @@ from attacks import register_attack
 from attacks.base import Attack, seeded_uniform
 from attacks.constraints import clip_l2, clip_linf
 from attacks.losses import LOSS_KINDS, adversarial_loss
+from benchmark.params import choice, count, nonnegative, param, positive
 
 __all__ = ["FGM", "IFGM", "PGD"]
 
@@ -51,33 +52,22 @@ class PGD(Attack):
     succeeded. The final iterate is returned (no early stopping), as in the reference.
     """
 
-    budget: float = 0.08
-    steps: int = 20
-    step_size: float | None = None
-    norm: str = "l2"
-    random_start: bool = True
-    budget_scale: str = "absolute"
-    loss: str = "ce"
-    kappa: float = 0.0
-    targeted: bool = True
-    seed: int = 0
+    budget: float = positive(0.08)
+    steps: int = count(20)
+    step_size: float | None = positive(None)
+    norm: str = choice("l2", _NORMS)
+    random_start: bool = param(True)
+    budget_scale: str = choice("absolute", _SCALES)
+    loss: str = choice("ce", LOSS_KINDS)
+    kappa: float = nonnegative(0.0)
+    targeted: bool = param(True)
+    seed: int = param(0)
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        if not self.budget > 0:
-            raise ValueError(f"{name}: budget must be > 0; got {self.budget}")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"{name}: steps must be an int >= 1; got {self.steps!r}")
-        if self.step_size is not None and not self.step_size > 0:
-            raise ValueError(f"{name}: step_size must be > 0 or None (= eps / steps); got {self.step_size}")
-        if self.norm not in _NORMS:
-            raise ValueError(f"{name}: unknown norm {self.norm!r}; expected one of {', '.join(_NORMS)}")
-        if self.budget_scale not in _SCALES:
-            raise ValueError(f"{name}: unknown budget_scale {self.budget_scale!r}; expected one of {', '.join(_SCALES)}")
+        super().__post_init__()
         if self.budget_scale == "sqrt3k" and self.norm != "l2":
-            raise ValueError(f"{name}: budget_scale='sqrt3k' scales a global L2 budget; use norm='l2' or budget_scale='absolute'")
-        if self.loss not in LOSS_KINDS:
-            raise ValueError(f"{name}: unknown loss {self.loss!r}; expected one of {', '.join(LOSS_KINDS)}")
+            raise ValueError(f"{type(self).__name__}: budget_scale='sqrt3k' scales a global L2 budget; "
+                             "use norm='l2' or budget_scale='absolute'")
 
     def epsilon(self, num_points: int) -> float:
         """The radius used for clouds of ``num_points`` points (applies ``budget_scale``)."""

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.leaderboard import CLEAN, Section, read_runs, sections
-from benchmark.store import ResultStore, wilson_interval
+from benchmark.store import ResultStore, wilson_interval, with_labels
 
 __all__ = [
     "SWEEP_DIR",
@@ -186,7 +186,7 @@ def _ci(row: pd.Series) -> tuple[float, float, float]:
 def plot_accuracy_bars(frame: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[Path]:
     """One grouped bar chart per leaderboard section of ``frame``; returns the files written."""
     written = []
-    for section, rows in sections(frame).items():
+    for section, rows in sections(with_labels(frame)).items():  # a variant is its own bar, labelled
         attacks = [CLEAN] * bool((rows["attack"] == CLEAN).any()) + sorted({a for a in rows["attack"] if a != CLEAN})
         defenses = _defense_order(rows["defense"])
         fig = _figure(figsize=(max(6.0, 1.1 * len(attacks) * max(1, len(defenses)) ** 0.5 + 2), 4.2))
@@ -301,10 +301,10 @@ def plot_examples(results_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     ``transfer`` section, read from the adversarial cache; returns the files written and
     ``log``s one line per attack it had to skip (and why)."""
     from attacks.crafting import crafting_key, entry_for
+    from attacks.factory import attack_spec
     from benchmark.cache import CorruptCacheError, load_arrays, resolve_cache_dir
     from benchmark.cli import populate_registries
     from benchmark.data import load_dataset
-    from benchmark.registry import ATTACKS
 
     populate_registries()
     cache = resolve_cache_dir(cache_dir)
@@ -330,7 +330,7 @@ def plot_examples(results_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                 log(f"examples: {row['dataset']} fingerprint {test.fingerprint} differs from the rows'; skipped")
                 continue
             n = int(row["n"])
-            attack = ATTACKS.build(row["attack"], **json.loads(row["attack_params"]))
+            attack = attack_spec(row["attack"], json.loads(row["attack_params"]))
             key = crafting_key(attack, model_hash=str(row["victim_hash"]), dataset_fingerprint=test.fingerprint,
                                split="test", subset=list(range(n)), name=row["attack"])
             arrays = load_arrays(entry_for(cache, attack, key))

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     import models  # noqa: F401
     from benchmark.data import load_dataset
     from benchmark.env import allocator_status
-    from benchmark.registry import ATTACKS, MODELS
+    from attacks.factory import build_attack
+    from benchmark.registry import MODELS
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -100,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 "knn": {"num_iter": iters}, "advpc": {"restarts": 1, "num_iter": iters}}[name]
 
     def run_attack(name: str, model: torch.nn.Module, iters: int) -> tuple[float, float]:
-        attack = ATTACKS.build(name, **attack_params(name, iters))
-        if hasattr(attack, "with_autoencoder"):
-            attack.with_autoencoder(ae)
+        attack = build_attack(name, attack_params(name, iters), resolve_model=lambda model_name: ae)
         t = time.perf_counter()
         res = attack(model, points, labels)
         return time.perf_counter() - t, res.seconds

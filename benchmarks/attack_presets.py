@@ -231,11 +231,9 @@ def run_attack(name: str, params: dict[str, Any], model: nn.Module, ae: nn.Modul
 
     Returns success per sample of the run itself and of every readout, and the seconds.
     """
-    from benchmark.registry import ATTACKS
+    from attacks.factory import build_attack
 
-    attack = ATTACKS.build(name, seed=seed, **params)
-    if hasattr(attack, "with_autoencoder"):
-        attack.with_autoencoder(ae)
+    attack = build_attack(name, params, seed=seed, resolve_model=lambda model_name: ae)
     victim = recorder if recorder is not None else model
     success, per_readout, seconds = [], {}, 0.0
     start = time.perf_counter()

@@ -105,7 +105,8 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     import attacks  # noqa: F401  (registers the attacks)
     import models  # noqa: F401
     from benchmark.data import load_dataset
-    from benchmark.registry import ATTACKS, MODELS
+    from attacks.factory import attack_spec
+    from benchmark.registry import MODELS
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
@@ -135,7 +136,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     # ... and one tiny call of the attack: first-call costs (lazy imports such as the optimiser's,
     # LAPACK for kNN's normals) would otherwise count in the first measured call
     tiny = {"pgd": {"steps": 1}, "knn": {"num_iter": 1}}[spec["attack"]]
-    ATTACKS.build(spec["attack"], **tiny)(model, points[:1, : min(n, 64)].contiguous(), labels[:1])
+    attack_spec(spec["attack"], tiny)(model, points[:1, : min(n, 64)].contiguous(), labels[:1])
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -144,7 +145,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         before = _maxrss_mib()
     walls, algos, successes = [], [], []
     for i in range(max(1, int(spec["repeats"]))):
-        attack = ATTACKS.build(spec["attack"], **params)
+        attack = attack_spec(spec["attack"], params)
         start = time.perf_counter()
         res = attack(model, points, labels)
         sync()

@@ -6,6 +6,7 @@ builds a registered one with its defaults overridden.
 """
 from typing import Any
 
+from benchmark.config import ConfigError
 from benchmark.registry import DEFENSES
 
 register_defense = DEFENSES.register
@@ -25,8 +26,20 @@ from defenses.base import (  # noqa: E402
 
 def build_defense(name: str, **params: Any) -> Defense:
     """The registered defense ``name`` with ``params`` overriding its defaults; it remembers
-    the name it was built under (one class may be registered under several presets)."""
-    defense = DEFENSES.build(name, **params)
+    the name it was built under (one class may be registered under several presets).
+
+    Raises:
+        UnknownNameError: unknown defense or parameter name (with close matches).
+        ConfigError: a value outside its declared domain, naming ``defenses.<name>``.
+    """
+    entry = DEFENSES.get(name)
+    entry.check_params(params, where=f"defenses.{name}")
+    try:
+        defense = entry.build(**params)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"defenses.{name}: {err} (fix it with --set defenses.{name}.<field>=<value>)") from None
     defense.registry_name = name
     return defense
 

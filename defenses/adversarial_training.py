@@ -37,6 +37,7 @@ from benchmark.cache import state_dict_sha256
 from benchmark.config import TrainConfig, config_hash, to_jsonable
 from benchmark.data import PointCloudDataset
 from benchmark.training import fit, split_indices
+from benchmark.params import count, fraction, param, positive
 from defenses import register_defense
 from defenses.base import DefendedModel, DefenseContext, ModelDefense
 from defenses.prompting import PromptedClassifier
@@ -210,18 +211,10 @@ class PGDAT(ModelDefense):
     statistics), in fp32, from per-sample seeds that change with the epoch.
     """
 
-    steps: int | None = None
-    targeted: bool | None = False
-    mix_clean: float = 0.0
-    val_limit: int | None = 256
-
-    def __post_init__(self) -> None:
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"pgd-at: steps must be an int >= 1 or None (the run's pgd steps); got {self.steps!r}")
-        if not 0.0 <= self.mix_clean <= 1.0:
-            raise ValueError(f"pgd-at: mix_clean is a weight in [0, 1]; got {self.mix_clean}")
-        if self.val_limit is not None and self.val_limit < 1:
-            raise ValueError(f"pgd-at: val_limit must be >= 1 or None (all validation clouds); got {self.val_limit}")
+    steps: int | None = count(None)
+    targeted: bool | None = param(False, optional=True)
+    mix_clean: float = fraction(0.0)
+    val_limit: int | None = count(256, optional=True)
 
     def training_attack(self, ctx: DefenseContext) -> Attack:
         """The run's ``pgd`` with this defense's overrides (``steps``, ``targeted``)."""
@@ -305,19 +298,11 @@ class PromptAT(ModelDefense):
     best robust accuracy on the validation clouds' transferred examples.
     """
 
-    num_prompts: int = 10
-    steps: int | None = None
-    clean_fraction: float = 0.5
-    adv_targeted: bool | None = None
-    adv_budget: float | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.num_prompts, int) or self.num_prompts < 1:
-            raise ValueError(f"prompt-at: num_prompts must be an int >= 1; got {self.num_prompts!r}")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"prompt-at: steps must be an int >= 1 or None (the run's pgd steps); got {self.steps!r}")
-        if not 0.0 <= self.clean_fraction <= 1.0:
-            raise ValueError(f"prompt-at: clean_fraction must be in [0, 1]; got {self.clean_fraction}")
+    num_prompts: int = count(10)
+    steps: int | None = count(None)
+    clean_fraction: float = fraction(0.5)
+    adv_targeted: bool | None = param(None, kind="bool")
+    adv_budget: float | None = positive(None)
 
     def crafting_attack(self, ctx: DefenseContext) -> Attack:
         """The run's ``pgd`` with this defense's ``steps`` / ``adv_targeted`` / ``adv_budget`` overrides."""

@@ -46,6 +46,7 @@ from benchmark.cache import CorruptCacheError, entry_path, load_weights, read_si
 from benchmark.config import TrainConfig, config_hash
 from benchmark.data import PointCloudDataset
 from benchmark.geometry import nearest_neighbor
+from benchmark.params import check_fields
 
 __all__ = [
     "KINDS",
@@ -133,14 +134,13 @@ class DefenseContext:
     log: Callable[[str], None] = print
 
     def attack(self, name: str, **overrides: Any) -> Any:
-        """The attack ``name`` with the run's parameters (``attack_params``) and seed."""
-        import attacks  # noqa: F401 - registers the attack families
-        from benchmark.registry import ATTACKS
+        """The attack ``name`` with the run's parameters (``attack_params``), ``overrides`` on
+        top, and the run's seed unless those set one (``attacks.factory.build_attack``)."""
+        from attacks.factory import build_attack
 
-        params = {"seed": self.seed, **dict(self.attack_params.get(name) or {}), **overrides}
-        if "seed" not in ATTACKS.get(name).defaults:
-            params.pop("seed")
-        return ATTACKS.build(name, **params)
+        resolve = None if self.zoo is None else (lambda model: self.zoo.get(model).model)
+        return build_attack(name, {**dict(self.attack_params.get(name) or {}), **overrides}, seed=self.seed,
+                            resolve_model=resolve)
 
     def cached_training(
         self,
@@ -397,6 +397,11 @@ class Defense:
     kind: ClassVar[str] = "model"
     gradient: ClassVar[str] = "exact"
     randomized: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        """Check every hyperparameter against the domain its field declares
+        (``benchmark.params``); subclasses with checks of their own call this first."""
+        check_fields(self)
 
     def prepare(self, ctx: DefenseContext) -> nn.Module:
         """Build (train or load) the defended classifier for ``ctx``'s victim and data."""

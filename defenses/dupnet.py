@@ -57,6 +57,7 @@ from benchmark.data import PointCloudDataset
 from benchmark.data import primitives as prim
 from benchmark.geometry import chamfer_distance, farthest_point_sample, index_points, knn, knn_indices
 from benchmark.training import fit
+from benchmark.params import count, nonnegative, param
 from defenses import register_defense
 from defenses.base import DefenseContext, PreprocessDefense
 from defenses.sor import resample_kept, sor_mask
@@ -254,16 +255,16 @@ class DUPNet(PreprocessDefense):
             (64 test clouds).
     """
 
-    sor_k: int = 2
-    sor_alpha: float = 1.1
-    num_points: int = 1024
-    up_ratio: int = 4
-    pretrained: str | None = None
-    train_clouds: int = 32
-    train_batch_size: int = 8
-    chamfer_weight: float = 100.0
-    repulsion_weight: float = 1.0
-    output_points: int | None = None
+    sor_k: int = count(2)
+    sor_alpha: float = param(1.1)
+    num_points: int = count(1024)
+    up_ratio: int = count(4)
+    pretrained: str | None = param(None, kind="str")
+    train_clouds: int = count(32)
+    train_batch_size: int = count(8)
+    chamfer_weight: float = nonnegative(100.0)
+    repulsion_weight: float = nonnegative(1.0)
+    output_points: int | None = count(None, minimum=0)
     punet: PUNet | None = field(default=None, init=False, repr=False, compare=False)
     meta: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -89,6 +89,7 @@ from torch.nn import functional as F
 from benchmark.data import PointCloudDataset
 from benchmark.geometry import index_points, knn, knn_indices, normalize_unit_sphere
 from benchmark.training import fit
+from benchmark.params import choice, count, fraction, nonnegative, param, positive
 from defenses import register_defense
 from defenses.base import DefenseContext, PreprocessDefense, PreprocessedModel
 from defenses.sor import sor_mask
@@ -304,35 +305,35 @@ class IFDefense(PreprocessDefense):
         unroll_steps: restoration steps an ``unroll`` attacker differentiates.
     """
 
-    sor_k: int = 2
-    sor_alpha: float = 1.1
-    padding_scale: float = 0.9
-    input_points: int = 600
-    num_points: int = 1024
-    init_sigma: float = 0.01
-    steps: int = 200
-    lr: float = 1e-3
-    threshold: float = 0.2
-    occupancy_weight: float | None = None
-    repulsion_weight: float = 500.0
-    repulsion_k: int = 5
-    repulsion_radius: float = 0.07
-    repulsion_h: float = 0.03
-    knn_refresh: int = 5
-    knn_candidates: int = 16
-    plane_resolution: int = 64
-    unet_depth: int = 4
-    channels: int = 32
-    pretrained: str | None = None
-    train_clouds: int | None = None
-    iou_clouds: int = 32
-    iou_queries: int = 8192
-    train_queries: int = 4096
-    near_surface: float = 0.5
-    near_sigma: float = 0.02
-    input_noise: float = 0.005
-    adaptive: str = "bpda"
-    unroll_steps: int = 5
+    sor_k: int = count(2)
+    sor_alpha: float = param(1.1)
+    padding_scale: float = param(0.9, gt=0.0, le=1.0)
+    input_points: int = count(600)
+    num_points: int = count(1024)
+    init_sigma: float = nonnegative(0.01)
+    steps: int = count(200, minimum=0)
+    lr: float = positive(1e-3)
+    threshold: float = param(0.2, gt=0.0, lt=1.0)
+    occupancy_weight: float | None = nonnegative(None)
+    repulsion_weight: float = nonnegative(500.0)
+    repulsion_k: int = count(5)
+    repulsion_radius: float = positive(0.07)
+    repulsion_h: float = positive(0.03)
+    knn_refresh: int = count(5)
+    knn_candidates: int = count(16)
+    plane_resolution: int = count(64)
+    unet_depth: int = count(4)
+    channels: int = count(32)
+    pretrained: str | None = param(None, kind="str")
+    train_clouds: int | None = count(None)
+    iou_clouds: int = count(32)
+    iou_queries: int = count(8192)
+    train_queries: int = count(4096)
+    near_surface: float = fraction(0.5)
+    near_sigma: float = nonnegative(0.02)
+    input_noise: float = nonnegative(0.005)
+    adaptive: str = choice("bpda", ADAPTIVE_MODES)
+    unroll_steps: int = count(5, minimum=0)
     randomized: ClassVar[bool] = True
     network: ConvOccupancyNetwork | None = field(default=None, init=False, repr=False, compare=False)
     meta: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -345,19 +346,9 @@ class IFDefense(PreprocessDefense):
     )
 
     def __post_init__(self) -> None:
-        if self.adaptive not in ADAPTIVE_MODES:
-            raise ValueError(f"if-defense: adaptive must be one of {ADAPTIVE_MODES}; got {self.adaptive!r}")
-        for name in ("input_points", "num_points", "plane_resolution", "channels", "train_queries", "iou_queries"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"if-defense: {name} must be >= 1; got {getattr(self, name)}")
+        super().__post_init__()
         if self.num_points <= self.repulsion_k:
             raise ValueError(f"if-defense: num_points ({self.num_points}) must exceed repulsion_k ({self.repulsion_k})")
-        if self.steps < 0 or self.unroll_steps < 0:
-            raise ValueError(f"if-defense: steps and unroll_steps must be >= 0; got {self.steps}, {self.unroll_steps}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"if-defense: threshold is an occupancy probability in (0, 1); got {self.threshold}")
-        if not 0.0 <= self.near_surface <= 1.0:
-            raise ValueError(f"if-defense: near_surface is a fraction in [0, 1]; got {self.near_surface}")
 
     # -- the network ------------------------------------------------------------------------
     def build_network(self) -> ConvOccupancyNetwork:

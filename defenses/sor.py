@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from benchmark.geometry import index_points, knn
+from benchmark.params import count, param
 from defenses import register_defense
 from defenses.base import PreprocessDefense, check_points
 
@@ -83,10 +84,10 @@ class SOR(PreprocessDefense):
             it); None = the input's N.
     """
 
-    k: int = 2
-    alpha: float = 1.1
-    squared: bool = True
-    num_points: int | None = None
+    k: int = count(2)
+    alpha: float = param(1.1)
+    squared: bool = param(True)
+    num_points: int | None = count(None)
 
     def preprocess(self, points: Tensor, generator: torch.Generator) -> Tensor:
         mask = sor_mask(points, self.k, self.alpha, squared=self.squared)

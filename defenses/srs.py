@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from benchmark.geometry import index_points
+from benchmark.params import count
 from defenses import register_defense
 from defenses.base import PreprocessDefense, check_points
 
@@ -44,7 +45,7 @@ class SRS(PreprocessDefense):
             clouds, e.g. the ``smoke`` profile's 256 points).
     """
 
-    num_drop: int = 500
+    num_drop: int = count(500, minimum=0)
     randomized: ClassVar[bool] = True
 
     def preprocess(self, points: Tensor, generator: torch.Generator) -> Tensor:

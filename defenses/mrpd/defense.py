@@ -41,6 +41,7 @@ from benchmark.cache import cached_features
 from benchmark.config import TrainConfig, to_jsonable
 from benchmark.projection import DepthProjector
 from benchmark.training import fit, split_indices
+from benchmark.params import choice, count, param, positive
 from defenses import register_defense
 from defenses.adversarial_training import crafted_training_set, training_pgd, victim_weights_hash
 from defenses.base import DefendedModel, DefenseContext, ModelDefense
@@ -132,24 +133,24 @@ class MRPD(ModelDefense):
     """
 
     teachers: list[str] = field(default_factory=lambda: list(TEACHERS))
-    gate: bool = True
-    gate_k: int = 1
-    gate_bank: str = "class"
-    gate_text: bool = True
-    weighting: str = "dynamic"
+    gate: bool = param(True)
+    gate_k: int = count(1)
+    gate_bank: str = choice("class", ("class", "batch"))
+    gate_text: bool = param(True)
+    weighting: str = choice("dynamic", ("dynamic", "fixed"))
     fixed_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
-    lambda_min: float = -1.0
-    point_prompts: int = 10
-    text_prompts: int = 3
-    epochs: int | None = None
-    adv_epochs: int | None = None
-    views: int = 1
-    point_teacher: str = "point-transformer-teacher"
-    point_teacher_input: str = "clean"
-    steps: int | None = None
-    adv_targeted: bool | None = None
-    adv_budget: float | None = None
-    template: str = DEFAULT_PROMPT_TEMPLATE
+    lambda_min: float = param(-1.0)
+    point_prompts: int = count(10, minimum=0)
+    text_prompts: int = count(3, minimum=0)
+    epochs: int | None = count(None)
+    adv_epochs: int | None = count(None, minimum=0)
+    views: int = count(1)
+    point_teacher: str = param("point-transformer-teacher")
+    point_teacher_input: str = choice("clean", ("clean", "student"))
+    steps: int | None = count(None)
+    adv_targeted: bool | None = param(None, kind="bool")
+    adv_budget: float | None = positive(None)
+    template: str = param(DEFAULT_PROMPT_TEMPLATE)
 
     #: ``bench ablate mrpd``: the paper's ablations (PROTOCOL.md section 6, ModelNet40 mean robust
     #: accuracy) and a few more switches; the first entry is the full method.
@@ -173,16 +174,7 @@ class MRPD(ModelDefense):
         bad = [t for t in self.teachers if t not in TEACHERS]
         if bad or not self.teachers:
             raise ValueError(f"mrpd: teachers must be a non-empty subset of {list(TEACHERS)}; got {self.teachers}")
-        checks = {
-            "gate_bank": (self.gate_bank, ("class", "batch")),
-            "weighting": (self.weighting, ("dynamic", "fixed")),
-            "point_teacher_input": (self.point_teacher_input, ("clean", "student")),
-        }
-        for name, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ValueError(f"mrpd: {name} must be one of {allowed}; got {value!r}")
-        if self.point_prompts < 0 or self.text_prompts < 0 or self.views < 1 or self.gate_k < 1:
-            raise ValueError("mrpd: point_prompts, text_prompts >= 0 and views, gate_k >= 1 are required")
+        super().__post_init__()
         if self.point_prompts == 0 and self.text_prompts == 0:
             raise ValueError("mrpd: nothing to learn (point_prompts = text_prompts = 0)")
         if len(self.fixed_weights) != 3:
