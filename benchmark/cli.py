@@ -405,6 +405,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rows is None:  # a torchrun worker rank: rank 0 prints the table
         return 1 if runner.failures else 0
     print_summary(rows, cfg, Console(width=max(120, Console().width)))
+    _print_replaced(runner.replaced, console)
     _print_sanity(runner.store.read(cfg.dataset.name), console)
     console.print(f"results: {runner.store.csv_path(cfg.dataset.name)} (run {runner.run_id})")
     if runner.failures:
@@ -563,9 +564,10 @@ def _parse_shard(text: str | None) -> tuple[int, int]:
 def print_summary(rows: Any, cfg: RunConfig, console: Any) -> None:
     """Per protocol: rows = clean + attacks + mean + worst case, columns = defenses, cells =
     accuracy % with the 95% Wilson interval's half-width; plus the attack's success on ``none``."""
+    from rich.markup import escape
     from rich.table import Table
 
-    from benchmark.store import summary_table
+    from benchmark.store import summary_table, with_labels
 
     if rows is None or len(rows) == 0:
         console.print("no results")
@@ -574,14 +576,14 @@ def print_summary(rows: Any, cfg: RunConfig, console: Any) -> None:
         table = summary_table(part)
         if table.empty:
             continue
-        ok = part[part["status"] == "ok"]
+        ok = with_labels(part[part["status"] == "ok"])
         n = int(ok["n"].iloc[0]) if len(ok) else 0
         title = (f"{cfg.dataset.name} · {protocol} · victim {cfg.victim} · profile {cfg.profile} · n={n} · "
                  f"accuracy % (± 95% Wilson half-width)")
         out = Table(title=title, title_justify="left")
-        out.add_column("attack")
-        for d in table.columns:
-            out.add_column(str(d), justify="right")
+        out.add_column("attack", no_wrap=True)
+        for d in table.columns:  # escaped: a variant label "[k=3]" is no rich markup
+            out.add_column(escape(str(d)), justify="right", no_wrap=True)
         out.add_column("success on none", justify="right")
         for attack, values in table.iterrows():
             cells = []
@@ -594,12 +596,27 @@ def print_summary(rows: Any, cfg: RunConfig, console: Any) -> None:
                     cells.append(f"{v:.1f} ±{half:.1f}")
                 else:
                     cells.append(f"{v:.1f}")
-            success = ok[(ok["attack"] == attack) & (ok["defense"] == "none")]["attack_success"]
+            success = ok[(ok["attack"] == attack) & (ok["defense_name"] == "none")]["attack_success"]
             ok_success = success.dropna()
             cells.append(f"{100 * float(ok_success.iloc[-1]):.1f}" if len(ok_success) else "")
             style = "bold" if attack in ("mean over attacks", "worst case") else None
-            out.add_row(str(attack), *cells, style=style)
+            out.add_row(escape(str(attack)), *cells, style=style)
         console.print(out)
+
+
+def _print_replaced(replaced: Sequence[tuple[dict[str, Any], str]], console: Any) -> None:
+    """Say which stored rows this run replaced, ``(old row, new cell hash)``: the same cells with
+    identical parameters (a variant with other parameters is a new row, never a replacement)."""
+    if not replaced:
+        return
+    failed = sum(1 for old, _ in replaced if old.get("status") != "ok")
+    changed = sum(1 for old, new_hash in replaced if old.get("status") == "ok" and old.get("cell_hash") != new_hash)
+    cells = ", ".join(f"{old.get('protocol')}/{old.get('defense')}/{old.get('attack')}" for old, _ in replaced[:6])
+    more = f" and {len(replaced) - 6} more" if len(replaced) > 6 else ""
+    console.print(f"[yellow]replaced {len(replaced)} stored row(s) computed with identical parameters[/] "
+                  f"({cells}{more}): {failed} had failed, {changed} had another cell hash (code, weights or data "
+                  f"changed since), {len(replaced) - failed - changed} were recomputed as they were (--force). "
+                  "Rows with other parameters are kept as labelled variants, never replaced.")
 
 
 def _print_sanity(rows: Any, console: Any) -> None:
@@ -685,6 +702,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from attacks.crafting import craft, crafting_key
+    from attacks.factory import attack_spec, build_attack
     from benchmark.cache import resolve_cache_dir
     from benchmark.env import resolve_device
     from benchmark.registry import ATTACKS, MODELS
@@ -696,6 +714,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     MODELS.get(source)
     check_params("attacks", cfg.attacks, ATTACKS)
     check_params("models", cfg.models, MODELS)
+    for name in names:  # every parameter checked before any data or model work
+        attack_spec(name, cfg.attacks.get(name), seed=cfg.seed)
     device = resolve_device(cfg.device)
     console = Console(stderr=True)
     console.print(f"[bold]bench attack[/] {', '.join(names)} on {source} ({cfg.dataset.name}) device={device}")
@@ -714,9 +734,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     for column in ("attack", "success", "accuracy", "L2", "Chamfer", "Hausdorff", "seconds", "source"):
         table.add_column(column)
     for name in names:
-        attack = ATTACKS.build(name, seed=cfg.seed, **(cfg.attacks.get(name) or {}))
-        if hasattr(attack, "with_autoencoder"):
-            attack.with_autoencoder(zoo.get(getattr(attack, "autoencoder", "pc-autoencoder")).model)
+        attack = build_attack(name, cfg.attacks.get(name), seed=cfg.seed,
+                              resolve_model=lambda model_name: zoo.get(model_name).model)
         key = crafting_key(attack, model_hash=model.weights_hash, dataset_fingerprint=data["test"].fingerprint,
                            split="test", subset=None if cfg.limit is None else list(range(len(test))), name=name)
         result = craft(attack, model.model, points, labels, key=key, cache_dir=resolve_cache_dir(cfg.cache_dir),

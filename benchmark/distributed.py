@@ -294,6 +294,7 @@ class DistributedRunner:
         self.work_root = Path(cfg.out_dir) / ".shards" / f"{cfg.hash()}-of{self.world_size}"
         self.run_id = ""
         self.failures: list[tuple[Any, str]] = []
+        self.replaced: list[tuple[dict[str, Any], str]] = []  # as Runner.replaced
 
     def _init(self) -> Any:
         import torch
@@ -392,7 +393,9 @@ class DistributedRunner:
                 rows.append(row)
                 shards.append(ShardInfo(outcome["rank"], self.world_size, self.cfg.batch_size))
         merged = merge_shard_rows(rows, shards)
-        self.store.write(merged)
+        new_hash = {tuple(str(r.get(c, "")) for c in KEY_COLUMNS): str(r.get("cell_hash", "")) for r in merged}
+        self.replaced = [(old, new_hash.get(tuple(str(old.get(c, "")) for c in KEY_COLUMNS), ""))
+                         for old in self.store.write(merged)]
         metas = {o["rank"]: o["meta"] for o in gathered if o["meta"]}
         if 0 in metas:
             self.run_id = str(metas[0]["run_id"])

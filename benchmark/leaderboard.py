@@ -7,7 +7,8 @@ One section per (dataset, profile, victim, protocol, seed, n) — and surrogate 
 ``blackbox`` protocol. Defenses are ranked by the average robust accuracy over the attacks
 (the MRPD paper's number), with the worst-case robust accuracy beside it (the share of
 clouds classified correctly clean and under every attack: AutoAttack's convention), one
-column per attack and the clean accuracy. Every accuracy carries its 95% Wilson interval. The section header says how the numbers were
+column per attack and the clean accuracy. A row computed with other parameters than the
+profile's is its own labelled variant (``mrpd [epochs=50]``, ``benchmark.variants``). Every accuracy carries its 95% Wilson interval. The section header says how the numbers were
 produced: data, seed, code version, every attack's and defense's parameters as stored in
 the rows, and the ``bench run`` command that reproduces them.
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.store import KEY_COLUMNS, ResultStore, wilson_interval, worst_case
+from benchmark.store import GROUP_COLUMNS, ResultStore, wilson_interval, with_labels, worst_case
 
 __all__ = [
     "GENERATED_NOTICE",
@@ -208,8 +209,7 @@ class _Standing:
 
 def _standings(rows: pd.DataFrame, attacks: Sequence[str]) -> list[_Standing]:
     worst = worst_case(rows)
-    group = [c for c in KEY_COLUMNS if c not in ("attack", "source")]
-    d_pos = group.index("defense")
+    d_pos = GROUP_COLUMNS.index("defense")
     out = []
     for defense in sorted(set(rows["defense"])):
         mine = rows[rows["defense"] == defense]
@@ -252,8 +252,7 @@ def _section_runs(rows: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> 
     return [runs[i] for i in ids if i in runs]
 
 
-def _reproduce(section: Section, rows: pd.DataFrame, attacks: Sequence[str],
-               runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _reproduce(section: Section, rows: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One ``bench run`` command per distinct set of overrides among the section's runs."""
     metas = _section_runs(rows, runs)
     configs = [m["config"] for m in metas if isinstance(m.get("config"), Mapping)]
@@ -264,7 +263,8 @@ def _reproduce(section: Section, rows: pd.DataFrame, attacks: Sequence[str],
     roots = sorted({str(c.get("dataset", {}).get("root")) for c in configs if c.get("dataset", {}).get("root")})
     devices = sorted({str(c.get("device")) for c in configs if c.get("device") not in (None, "auto")})
     override_sets = sorted({tuple(reproduce_overrides(c)) for c in configs}) or [()]
-    defenses = [d for d in sorted(set(rows["defense"])) if d != "none"]
+    defenses = [d for d in sorted(set(rows["defense_name"])) if d != "none"]
+    attacks = sorted({str(a) for a in rows["attack_name"] if a != CLEAN})
     commands = []
     for overrides in override_sets:
         args = ["bench", "run", "--profile", section.profile, "--dataset", section.dataset]
@@ -317,7 +317,7 @@ def _render_section(section: Section, rows: pd.DataFrame, runs: Mapping[str, Map
     out.append("- **Reproduce**:")
     out.append("")
     out.append("  ```")
-    out.extend(f"  {c}" for c in _reproduce(section, rows, attacks, runs))
+    out.extend(f"  {c}" for c in _reproduce(section, rows, runs))
     out.append("  ```")
     out.append("")
     header = ["rank", "defense", "avg robust", "worst case", "clean", *attacks]
@@ -407,7 +407,7 @@ def render_leaderboard(frame: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]
     if frame.empty:
         lines.append("No results yet: run `bench run`, then `bench leaderboard`.")
         return "\n".join(lines) + "\n"
-    for section, rows in sections(frame).items():
+    for section, rows in sections(with_labels(frame)).items():
         lines.extend(_render_section(section, rows.reset_index(drop=True), runs))
     lines.extend(_sanity_section(frame))
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -40,12 +40,14 @@ import torch
 from torch import Tensor, nn
 
 from attacks.crafting import CraftedSet, craft, crafting_key
+from attacks.factory import attack_spec, build_attack
 from benchmark.cache import resolve_cache_dir, state_dict_sha256
-from benchmark.config import RunConfig, config_hash, to_jsonable
+from benchmark.config import RunConfig, config_hash, resolve_config, to_jsonable
 from benchmark.data import PointCloudDataset, load_dataset
 from benchmark.env import package_versions, resolve_device
 from benchmark.registry import ATTACKS, DEFENSES
 from benchmark.store import ResultStore, encode_outcomes, wilson_interval
+from benchmark.variants import cell_variants
 from defenses import build_defense
 from defenses.base import Defense, DefenseContext, DefendedModel, ModelDefense, inference_cost
 
@@ -181,8 +183,11 @@ class Runner:
         self.commit = git_commit()
         self._defenses: dict[str, _PreparedDefense] = {}
         self._clean_pred: dict[str, Tensor] = {}
+        self._profile_config: dict[str, Any] | None = None
         self.failures: list[tuple[Cell, str]] = []
         self.rows: list[dict[str, Any]] = []
+        #: stored rows this run replaced (same cell, identical parameters): ``(old row, new cell hash)``
+        self.replaced: list[tuple[dict[str, Any], str]] = []
 
     # ------------------------------------------------------------------ selection
     def attack_names(self) -> list[str]:
@@ -292,11 +297,10 @@ class Runner:
         return prepared
 
     def attack_object(self, name: str) -> Any:
-        """The attack ``name`` with the run's parameters and seed (and AdvPC's autoencoder)."""
-        attack = self.attack_object_spec(name)
-        if hasattr(attack, "with_autoencoder"):
-            attack.with_autoencoder(self.zoo.get(getattr(attack, "autoencoder", "pc-autoencoder")).model)
-        return attack
+        """The attack ``name`` with the run's parameters and seed, the models it declares
+        resolved through the zoo (``attacks.factory.build_attack``)."""
+        return build_attack(name, self.cfg.attacks.get(name), seed=self.cfg.seed,
+                            resolve_model=lambda model: self.zoo.get(model).model)
 
     # ------------------------------------------------------------------ cells
     def _source(self, protocol: str, defense: str) -> tuple[str, str]:
@@ -308,10 +312,20 @@ class Runner:
         identity, _ = self.defense_identity(defense)
         return f"{defense}@{self.cfg.victim}", f"adaptive:{identity}:eot{self.cfg.eot}"
 
+    def variants(self, cell: Cell) -> tuple[str, str]:
+        """``(defense_variant, attack_variant)``: the cell's settings that differ from its
+        profile's (``benchmark.variants``); ``("", "")`` for the profile's own settings."""
+        if self._profile_config is None:
+            self._profile_config = resolve_config(self.cfg.profile).to_dict()
+        return cell_variants(self.cfg.to_dict(), self._profile_config, defense=cell.defense, attack=cell.attack,
+                             protocol=cell.protocol, defense_names=DEFENSES.names())
+
     def _key(self, cell: Cell, source: str) -> dict[str, Any]:
+        defense_variant, attack_variant = self.variants(cell)
         return {"dataset": self.cfg.dataset.name, "profile": self.cfg.profile, "protocol": cell.protocol,
                 "victim": self.cfg.victim, "source": source if cell.attack != CLEAN else "",
-                "defense": cell.defense, "attack": cell.attack, "seed": self.cfg.seed, "n": len(self.indices),
+                "defense": cell.defense, "defense_variant": defense_variant, "attack": cell.attack,
+                "attack_variant": attack_variant, "seed": self.cfg.seed, "n": len(self.indices),
                 "shard": "" if self.shard == (0, 1) else f"{self.shard[0]}/{self.shard[1]}"}
 
     def _cell_hash(self, cell: Cell, source_identity: str) -> str:
@@ -326,10 +340,7 @@ class Runner:
 
     def attack_object_spec(self, name: str) -> Any:
         """The attack's hyperparameters (without building helper models): for hashing."""
-        params = dict(self.cfg.attacks.get(name) or {})
-        if "seed" in ATTACKS.get(name).defaults:
-            params.setdefault("seed", self.cfg.seed)
-        return ATTACKS.build(name, **params)
+        return attack_spec(name, self.cfg.attacks.get(name), seed=self.cfg.seed)
 
     def _craft(self, attack_name: str, source_model: nn.Module, source_identity: str,
                advance: Callable[[int, int], None]) -> CraftedSet:
@@ -381,9 +392,20 @@ class Runner:
                        chamfer=float(crafted.chamfer.mean()), hausdorff=float(crafted.hausdorff.mean()))
         return row
 
+    def check_parameters(self) -> None:
+        """Build every selected or configured attack and defense from its parameters (no data,
+        no models: seconds), so an unknown name or a value outside its domain fails before any
+        dataset generation or training (``ConfigError`` / ``UnknownNameError`` naming the key)."""
+        for name in dict.fromkeys([*self.attack_names(), *self.cfg.attacks]):
+            self.attack_object_spec(name)
+        for name in dict.fromkeys([*self.defense_names(), *self.cfg.defenses]):
+            if name not in self.extra:
+                self._defense_object(name)
+
     # ------------------------------------------------------------------ the run
     def run(self) -> pd.DataFrame:
         """Run every cell (skipping finished ones) and return the rows of this run's cells."""
+        self.check_parameters()
         self.prepare_data()
         if not len(self.indices):
             raise ValueError(f"shard {self.shard[0]}/{self.shard[1]} holds no test clouds; use fewer shards")
@@ -441,9 +463,12 @@ class Runner:
                 raise
             self._fail(cell, key, cell_hash, prepared, err)
             return
-        self.store.write([row])
-        self.rows.append(row)
+        self._write(cell, row)
         _fault_point(len(self.rows))
+
+    def _write(self, cell: Cell, row: dict[str, Any]) -> None:
+        self.replaced += [(old, str(row.get("cell_hash", ""))) for old in self.store.write([row])]
+        self.rows.append(row)
 
     def _source_model(self, cell: Cell) -> nn.Module:
         if cell.protocol == "transfer" or (cell.protocol == "adaptive" and cell.defense == "none"):
@@ -474,8 +499,7 @@ class Runner:
         if not isinstance(err, RuntimeError) or prepared.error is None:
             self.console.print(traceback.format_exc(limit=3), markup=False, highlight=False)
         row = self._row(cell, key, cell_hash, prepared, None, None, 0.0, message)
-        self.store.write([row])
-        self.rows.append(row)
+        self._write(cell, row)
 
     def _run_meta(self, finished: bool = False) -> dict[str, Any]:
         import platform

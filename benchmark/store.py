@@ -5,7 +5,11 @@ accuracy of one defended model on one set of clouds (``attack == "clean"`` for t
 clouds). Rows live in ``<out_dir>/<dataset>.csv``; run metadata in
 ``<out_dir>/runs/<run-id>.json``.
 
-- **Idempotent**: writing a row whose key exists replaces it (never duplicates it).
+- **Variants are kept**: the key also holds ``defense_variant`` and ``attack_variant``, the
+  settings that differ from the profile's (``benchmark.variants``), so a row computed with
+  other parameters never replaces the profile's row; tables label it ``mrpd [epochs=50]``.
+- **Idempotent**: writing a row whose key exists replaces it (never duplicates it), and
+  :meth:`ResultStore.write` returns the rows it replaced so the caller can say so.
 - **Atomic, concurrent-safe**: each write takes an exclusive lock on ``<csv>.lock``, reads
   the current file, merges, writes a temporary file and renames it over the CSV, so a
   reader never sees a partial file and two runs never lose each other's rows.
@@ -34,6 +38,7 @@ import pandas as pd
 
 __all__ = [
     "COLUMNS",
+    "GROUP_COLUMNS",
     "KEY_COLUMNS",
     "VOLATILE_COLUMNS",
     "ResultStore",
@@ -41,13 +46,18 @@ __all__ = [
     "encode_outcomes",
     "summary_table",
     "wilson_interval",
+    "with_labels",
     "worst_case",
 ]
 
 #: Columns that identify a cell: a row with the same values replaces the old one.
 KEY_COLUMNS: tuple[str, ...] = (
-    "dataset", "profile", "protocol", "victim", "source", "defense", "attack", "seed", "n", "shard",
+    "dataset", "profile", "protocol", "victim", "source", "defense", "defense_variant", "attack", "attack_variant",
+    "seed", "n", "shard",
 )
+
+#: Key columns that identify a defended model's group of cells (clean + every attack).
+GROUP_COLUMNS: tuple[str, ...] = tuple(c for c in KEY_COLUMNS if c not in ("attack", "attack_variant", "source"))
 
 #: Every column, in the order the CSV keeps them.
 COLUMNS: tuple[str, ...] = (
@@ -202,19 +212,31 @@ class ResultStore:
             return _normalise(pd.DataFrame(columns=list(COLUMNS)))
         return _sort(_normalise(pd.concat(frames, ignore_index=True)))
 
-    def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Insert or replace ``rows`` (by :data:`KEY_COLUMNS`), atomically, under a file lock."""
+    def write(self, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Insert or replace ``rows`` (by :data:`KEY_COLUMNS`), atomically, under a file lock.
+
+        Returns:
+            The stored rows that were replaced (same key: the same cell with identical
+            parameters), ``[]`` when every row was new.
+        """
         new = pd.DataFrame([dict(r) for r in rows])
         if new.empty:
-            return
+            return []
+        replaced: list[dict[str, Any]] = []
         for dataset, part in new.groupby("dataset", sort=True):
             path = self.csv_path(str(dataset))
             with _locked(path.parent / f".{path.name}.lock"):
                 old = self.read(str(dataset))
-                merged = _normalise(pd.concat([old, _normalise(part.copy())], ignore_index=True))
+                part = _normalise(part.copy())
+                if not old.empty:
+                    keys = set(map(tuple, part[list(KEY_COLUMNS)].astype(str).to_numpy().tolist()))
+                    hit = [tuple(k) in keys for k in old[list(KEY_COLUMNS)].astype(str).to_numpy().tolist()]
+                    replaced += old[hit].to_dict("records")
+                merged = _normalise(pd.concat([old, part], ignore_index=True))
                 merged = merged.drop_duplicates(list(KEY_COLUMNS), keep="last")
                 _remove_stale_temps(path)
                 _atomic_write_text(path, _sort(merged).to_csv(index=False, float_format="%.6g"))
+        return replaced
 
     def finished(self, key: Mapping[str, Any], cell_hash: str) -> dict[str, Any] | None:
         """The stored row of the cell ``key`` when it finished with the same ``cell_hash``."""
@@ -252,8 +274,8 @@ def worst_case(frame: pd.DataFrame) -> pd.Series:
     """Worst-case robust accuracy per group of (dataset, profile, protocol, victim, source,
     defense, seed, n): the share of clouds classified correctly clean *and* under every attack
     of the group (a cloud counts once, failed cells ignored)."""
-    ok = frame[frame["status"] == "ok"]
-    group = [c for c in KEY_COLUMNS if c not in ("attack", "source")]  # defense is group[4]
+    ok = _with_key_columns(frame[frame["status"] == "ok"])
+    group = list(GROUP_COLUMNS)
     out = {}
     for key, part in ok.groupby(group, sort=True, dropna=False):
         outcomes = [decode_outcomes(o) for o in part["outcomes"] if isinstance(o, str) and o]
@@ -263,10 +285,34 @@ def worst_case(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(out, dtype=float)
 
 
+def _with_key_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every key column (a missing one, e.g. the variants of rows written before
+    they existed or built by hand, is ``""``)."""
+    missing = [c for c in KEY_COLUMNS if c not in frame.columns]
+    return frame.assign(**{c: "" for c in missing}) if missing else frame
+
+
+def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy in which ``defense`` and ``attack`` carry their variant (``"mrpd [epochs=50]"``,
+    ``benchmark.variants.label``); the bare names move to ``defense_name`` / ``attack_name``."""
+    from benchmark.variants import label
+
+    out = _with_key_columns(frame).copy()
+    if out.empty:
+        out["defense_name"], out["attack_name"] = out.get("defense"), out.get("attack")
+        return out
+    for what in ("defense", "attack"):
+        variant = out[f"{what}_variant"] if f"{what}_variant" in out.columns else pd.Series("", index=out.index)
+        out[f"{what}_name"] = out[what]
+        out[what] = [label(str(n), v) for n, v in zip(out[what], variant)]
+    return out
+
+
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows = ``clean`` + attacks + ``mean over attacks`` + ``worst case``, columns = defenses
-    (``none`` first), cells = accuracy in percent, for the rows of one (dataset, protocol)."""
-    ok = frame[frame["status"] == "ok"]
+    (``none`` first), cells = accuracy in percent, for the rows of one (dataset, protocol).
+    A variant (``benchmark.variants``) is its own row or column, labelled."""
+    ok = with_labels(frame[frame["status"] == "ok"])
     if ok.empty:
         return pd.DataFrame()
     table = ok.pivot_table(index="attack", columns="defense", values="accuracy", aggfunc="last") * 100
@@ -279,8 +325,9 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     if attacks:
         table.loc["mean over attacks"] = table.loc[attacks].mean(axis=0)
         worst = worst_case(ok)
+        at = GROUP_COLUMNS.index("defense")
         table.loc["worst case"] = [
-            100 * worst[[k for k in worst.index if k[4] == d]].min() if any(k[4] == d for k in worst.index) else np.nan
+            100 * worst[[k for k in worst.index if k[at] == d]].min() if any(k[at] == d for k in worst.index) else np.nan
             for d in defenses
         ]
     return table

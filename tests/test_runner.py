@@ -100,3 +100,32 @@ def test_api_docstring_example(tmp_path, cache_dir, monkeypatch, reference):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.failures == 0 and runner.tries >= 3
+
+
+def test_a_rerun_with_other_parameters_keeps_the_earlier_row_as_a_labelled_variant(tmp_path, cache_dir, reference):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    before = ResultStore(out).read("synthshapes")
+    args = ["run", "--profile", "smoke", "--defense", "sor", "--attack", "pgd", "--set", "defenses.sor.k=3",
+            "--no-progress", "--out", str(out)]
+    proc = bench(args, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replaced" not in proc.stderr  # only none's rows are the same cells as before: resumed
+    after = ResultStore(out).read("synthshapes")
+    sor = after[after["defense"] == "sor"]
+    assert set(sor["defense_variant"]) == {"", "k=3"} and len(after) == len(before) + 2  # clean + pgd
+    kept = after[~((after["defense"] == "sor") & (after["defense_variant"] == "k=3"))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(stable(kept), stable(before))
+    assert "sor [k=3]" in proc.stdout
+    board = tmp_path / "board.md"
+    done = bench(["leaderboard", "--results", str(out), "--out", str(board)], cache_dir)
+    assert done.returncode == 0, done.stderr
+    text = board.read_text()
+    assert "**sor [k=3]**" in text and "**sor**" in text
+    # the same parameters again, forced: the run says it replaced those rows
+    forced = bench([*args, "--force"], cache_dir)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert "replaced 4 stored row(s) computed with identical parameters" in " ".join(forced.stderr.split())
+    assert len(ResultStore(out).read("synthshapes")) == len(after)

@@ -21,7 +21,8 @@ from benchmark.store import (
 def row(defense="none", attack="clean", correct=(1, 1, 0, 1), **extra):
     bits = np.array(correct, dtype=bool)
     base = {"dataset": "toy", "profile": "smoke", "protocol": "transfer", "victim": "v", "source": "",
-            "defense": defense, "attack": attack, "seed": 0, "n": bits.size, "shard": "", "status": "ok",
+            "defense": defense, "defense_variant": "", "attack": attack, "attack_variant": "", "seed": 0,
+            "n": bits.size, "shard": "", "status": "ok",
             "correct": int(bits.sum()), "accuracy": bits.mean(), "outcomes": encode_outcomes(bits),
             "cell_hash": "h"}
     base.update(extra)
@@ -58,6 +59,30 @@ def test_write_is_idempotent_by_key(tmp_path):
     assert store.finished({k: clean[k] for k in KEY_COLUMNS}, "h2") is not None
     assert store.finished({k: clean[k] for k in KEY_COLUMNS}, "h") is None
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_write_returns_the_rows_it_replaced(tmp_path):
+    store = ResultStore(tmp_path)
+    assert store.write([row(), row(attack="pgd")]) == []
+    replaced = store.write([row(correct=(0, 0, 0, 0), cell_hash="h2"), row(defense="sor")])
+    assert len(replaced) == 1 and replaced[0]["defense"] == "none" and replaced[0]["cell_hash"] == "h"
+
+
+def test_a_variant_is_a_new_row_labelled_in_the_summary(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write([row("mrpd"), row("mrpd", "pgd", correct=(1, 0, 0, 1))])
+    replaced = store.write([row("mrpd", defense_variant="epochs=50", correct=(1, 1, 1, 1)),
+                            row("mrpd", "pgd", defense_variant="epochs=50", correct=(1, 1, 0, 1)),
+                            row("mrpd", "pgd", attack_variant="budget=0.16", correct=(0, 0, 0, 1))])
+    assert replaced == []
+    frame = store.read("toy")
+    assert len(frame) == 5
+    table = summary_table(frame)
+    assert list(table.columns) == ["mrpd", "mrpd [epochs=50]"]
+    assert list(table.index) == ["clean", "pgd", "pgd [budget=0.16]", "mean over attacks", "worst case"]
+    assert table.loc["pgd", "mrpd [epochs=50]"] == 75.0 and np.isnan(table.loc["pgd [budget=0.16]", "mrpd [epochs=50]"])
+    # worst case per variant: the profile's mrpd must survive both attacks; the variant only its own pgd
+    assert table.loc["worst case", "mrpd"] == 25.0 and table.loc["worst case", "mrpd [epochs=50]"] == 75.0
 
 
 def test_failed_cells_do_not_count_as_finished(tmp_path):
