@@ -105,21 +105,6 @@ def test_deterministic_given_the_seed(model, data, cls):
     assert torch.equal(a.iterations, b.iterations)
 
 
-@pytest.mark.parametrize("cls", [AddCD, AddHD])
-def test_per_sample_results_do_not_depend_on_batch_composition(model, data, cls):
-    x, y = data
-    attack = cls(**FAST)
-    full = attack(model, x, y)
-    ok = int(full.success.nonzero()[0])
-    one = attack(model, x[ok : ok + 1], y[ok : ok + 1], indices=torch.tensor([ok]))  # a successful sample
-    seven = attack(model, x[1:], y[1:], indices=torch.arange(1, 8))
-    for part, sl in ((one, slice(ok, ok + 1)), (seven, slice(1, 8))):
-        torch.testing.assert_close(part.points, full.points[sl], atol=1e-5, rtol=0)
-        assert torch.equal(part.target, full.target[sl])
-        assert torch.equal(part.pred, full.pred[sl])
-        assert torch.equal(part.iterations, full.iterations[sl])
-
-
 def test_model_left_untouched(model, data):
     x, y = data
     before = {k: v.clone() for k, v in model.state_dict().items()}

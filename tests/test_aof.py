@@ -13,8 +13,6 @@ from tiny_models import C, TinyPointNet, frozen
 N = 64
 
 
-
-
 @pytest.fixture(scope="module")
 def model() -> TinyPointNet:
     return frozen(TinyPointNet())
@@ -179,19 +177,6 @@ def test_deterministic_given_the_seed(model, data):
     a = AOF(**SMALL, num_iter=3, seed=3)(model, x, y)
     b = AOF(**SMALL, num_iter=3, seed=3)(model, x, y)
     assert torch.equal(a.points, b.points) and torch.equal(a.iterations, b.iterations)
-
-
-def test_per_sample_results_do_not_depend_on_batch_composition(model, data):
-    x, y = data
-    attack = AOF(**FAST)
-    full = attack(model, x, y)
-    b = int((full.iterations < 30).nonzero()[0]) if (full.iterations < 30).any() else 0
-    one = attack(model, x[b : b + 1], y[b : b + 1], indices=torch.tensor([b]))
-    seven = attack(model, x[1:], y[1:], indices=torch.arange(1, 8))
-    for part, sl in ((one, slice(b, b + 1)), (seven, slice(1, 8))):
-        torch.testing.assert_close(part.points, full.points[sl], atol=1e-4, rtol=0)
-        assert torch.equal(part.pred, full.pred[sl])
-        assert torch.equal(part.iterations, full.iterations[sl])
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,6 @@ from attacks.search import binary_search_attack, update_bounds
 from tiny_models import C, TinyPointNet, frozen, labelled_by, unit_clouds
 
 
-
-
-
 class Recorder(nn.Module):
     """Wraps a model and records every input it sees with the predictions."""
 
@@ -156,20 +153,6 @@ def test_cw_is_deterministic_given_the_seed(model, data):
     c = CW(binary_steps=2, num_iter=5, seed=4)(model, x, y, targets=a.target)
     assert torch.equal(a.points, b.points) and torch.equal(a.target, b.target)
     assert not torch.equal(a.points, c.points)  # the start noise depends on the seed
-
-
-def test_per_sample_results_do_not_depend_on_batch_composition(model, data):
-    x, y = data
-    attack = CW(**FAST)
-    full = attack(model, x, y)
-    one = attack(model, x[2:3], y[2:3], indices=torch.tensor([2]))  # a successful sample
-    seven = attack(model, x[1:], y[1:], indices=torch.arange(1, 8))
-    assert full.success.any()
-    for part, sl in ((one, slice(2, 3)), (seven, slice(1, 8))):
-        torch.testing.assert_close(part.points, full.points[sl], atol=1e-5, rtol=0)
-        assert torch.equal(part.target, full.target[sl])
-        assert torch.equal(part.pred, full.pred[sl])
-        assert torch.equal(part.iterations, full.iterations[sl])
 
 
 @pytest.mark.parametrize(

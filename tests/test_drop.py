@@ -15,8 +15,6 @@ from tiny_models import C, TinyPointNet
 N = 64
 
 
-
-
 class MeanLinear(nn.Module):
     """``z = mean_i(x_i) @ A``: the CE gradient w.r.t. point i is ``A (softmax - onehot) / M``."""
 
@@ -172,19 +170,6 @@ def test_drop_is_deterministic(model, data):
     a = SaliencyDrop(num_drop=12, per_round=3)(model, x, y)
     b = SaliencyDrop(num_drop=12, per_round=3)(model, x, y)
     assert torch.equal(a.points, b.points) and torch.equal(a.pred, b.pred)
-
-
-def test_per_sample_results_do_not_depend_on_batch_composition(model, data):
-    x, y = data
-    for label_mode in ("label", "target"):
-        attack = SaliencyDrop(num_drop=12, per_round=3, saliency_label=label_mode, seed=2)
-        full = attack(model, x, y)
-        one = attack(model, x[3:4], y[3:4], indices=torch.tensor([3]))
-        seven = attack(model, x[1:], y[1:], indices=torch.arange(1, 8))
-        for part, sl in ((one, slice(3, 4)), (seven, slice(1, 8))):
-            assert torch.equal(part.points, full.points[sl])
-            assert torch.equal(part.pred, full.pred[sl])
-            assert torch.equal(part.iterations, full.iterations[sl])
 
 
 def test_target_mode_uses_the_drawn_targets_and_differs_from_label_mode(model, data):

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from attacks.crafting import PARTS_KIND, craft, crafting_key
+from attacks.invariance import compare_results
 from attacks.pgd import PGD
 from benchmark.cache import cached_features, load_arrays
 from benchmark.config import TrainConfig
@@ -195,12 +196,15 @@ N_CLOUDS, BATCH = 12, 5  # three crafting batches: parts b0-5, b5-10, b10-12
 
 @pytest.fixture(scope="module")
 def net() -> nn.Module:
-    return frozen(TinyPointNet())
+    """float64: the killed child crafts on one thread, the parent on its own count, and the resumed
+    set must equal the uninterrupted one under the guarantee of ``attacks.invariance`` (to 1e-9,
+    discrete outcomes identical), which float64 makes checkable."""
+    return frozen(TinyPointNet().double())
 
 
 @pytest.fixture(scope="module")
 def clouds(net) -> tuple[torch.Tensor, torch.Tensor]:
-    x = unit_clouds(N_CLOUDS, 64, seed=5)
+    x = unit_clouds(N_CLOUDS, 64, seed=5).double()
     with torch.no_grad():
         return x, net(x).argmax(1)
 
@@ -226,9 +230,9 @@ def craft_set(model: nn.Module, clouds: tuple[torch.Tensor, torch.Tensor], cache
     return craft(ATTACK, model, *clouds, key=KEY, cache_dir=cache, batch_size=BATCH)
 
 
-def same_crafted(a: Any, b: Any) -> bool:
-    fields = ("points", "success", "pred", "target", "iterations", "l2", "chamfer", "hausdorff", "indices", "labels")
-    return all(torch.equal(getattr(a, f), getattr(b, f)) for f in fields)
+def same_crafted(a: Any, b: Any) -> list[str]:
+    """How ``a`` differs from ``b`` beyond the reproducibility guarantee (``[]``: indistinguishable)."""
+    return compare_results(a, b)
 
 
 # ================================================================================ kill -9, unit level
@@ -282,6 +286,7 @@ def test_a_killed_defense_training_write_is_retrained(tmp_path, data):
     assert cached and state_bytes(fresh) == state_bytes(module)
 
 
+@pytest.mark.invariance
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("kind", ["adversarial-parts", "adversarial"])
 def test_killed_adversarial_writes_resume_from_the_finished_batches(tmp_path, net, clouds, kind, point):
@@ -304,7 +309,7 @@ def test_killed_adversarial_writes_resume_from_the_finished_batches(tmp_path, ne
     # only the lost work is redone: batches 2 and 3 after a lost part, nothing after a lost merge
     attacked = sorted(set(model.batches))
     assert attacked == ([2, 5] if kind == PARTS_KIND else []), model.batches
-    assert same_crafted(resumed, reference)
+    assert same_crafted(resumed, reference) == []
     assert payloads(tmp_path / PARTS_KIND, "*.npz") == []  # merged: the parts are gone
     with recorded() as caught:
         assert craft_set(net, clouds, tmp_path).cached and caught == []

@@ -11,9 +11,6 @@ from attacks.pgd import FGM, IFGM, PGD
 from tiny_models import TinyPointNet
 
 
-
-
-
 @pytest.fixture(scope="module")
 def model() -> TinyPointNet:
     return TinyPointNet()
@@ -81,19 +78,6 @@ def test_pgd_is_deterministic_given_the_seed(model, data):
     c = PGD(budget=0.3, steps=5, seed=4)(model, x, y)
     assert torch.equal(a.points, b.points) and torch.equal(a.target, b.target)
     assert not torch.equal(a.points, c.points)
-
-
-def test_per_sample_results_do_not_depend_on_batch_composition(model, data):
-    x, y = data
-    attack = PGD(budget=0.5, steps=5)
-    full = attack(model, x, y)
-    one = attack(model, x[3:4], y[3:4], indices=torch.tensor([3]))
-    seven = attack(model, x[1:], y[1:], indices=torch.arange(1, 8))
-    for part, sl in ((one, slice(3, 4)), (seven, slice(1, 8))):
-        torch.testing.assert_close(part.points, full.points[sl], atol=1e-5, rtol=0)
-        assert torch.equal(part.target, full.target[sl])
-        assert torch.equal(part.pred, full.pred[sl])
-        assert torch.equal(part.iterations, full.iterations[sl])
 
 
 def test_fgm_is_one_step_of_size_eps_along_the_normalised_gradient(model, data):
