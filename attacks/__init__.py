@@ -9,7 +9,7 @@ from benchmark.registry import ATTACKS
 register_attack = ATTACKS.register
 
 # Importing the families registers them.
-from attacks import add, advpc, aof, base, constraints, crafting, cw, drop, knn, losses, pgd, search  # noqa: E402,F401
+from attacks import add, advpc, aof, apgd, base, constraints, crafting, cw, drop, fmn, knn, losses, pgd, search  # noqa: E402,F401
 from attacks.factory import attack_spec, build_attack  # noqa: E402
 
 __all__ = ["ATTACKS", "attack_spec", "build_attack", "register_attack"]
