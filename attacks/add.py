@@ -68,6 +68,7 @@ class _Add(Attack):
         lr: Adam learning rate.
         loss, kappa: adversarial loss (``"ce"`` or ``"margin"``) and its margin (targeted).
         seed: seeds the targets and the start noise per (seed, sample index).
+        early_stop: a sample stops at its first successful iterate (see ``cw``).
     """
 
     num_add: int = count(512)
@@ -79,6 +80,7 @@ class _Add(Attack):
     loss: str = choice("ce", LOSS_KINDS)
     kappa: float = nonnegative(0.0)
     seed: int = param(0)
+    early_stop: bool = param(False)
 
     targeted = True  # class attribute: both presets are targeted
     _stream = "add-start"
@@ -97,7 +99,7 @@ class _Add(Attack):
         n = points.shape[1]
         idx = critical_point_indices(model, points, targets, self.num_add)
         critical = index_points(points, idx).detach()  # [B, k, 3]
-        make_adv: Callable[[Tensor], Tensor] = lambda added: torch.cat([points, added], dim=1)
+        make_adv: Callable[[Tensor, Tensor], Tensor] = lambda added, rows: torch.cat([points[rows], added], dim=1)
         res = binary_search_attack(
             model,
             points,
@@ -106,8 +108,8 @@ class _Add(Attack):
             indices=indices,
             param=critical,
             make_adv=make_adv,
-            distance=lambda adv, ori: self._distance(adv[:, n:], ori),
-            adv_loss=lambda logits: adversarial_loss(logits, labels, targets, self.loss, self.kappa),
+            distance=lambda adv, rows: self._distance(adv[:, n:], points[rows]),
+            adv_loss=lambda logits, rows: adversarial_loss(logits, labels[rows], targets[rows], self.loss, self.kappa),
             init_weight=self.init_weight,
             max_weight=self.max_weight,
             binary_steps=self.binary_steps,
@@ -115,6 +117,7 @@ class _Add(Attack):
             lr=self.lr,
             seed=self.seed,
             stream=self._stream,
+            early_stop=self.early_stop,
         )
         # the original cloud is fixed: copy it exactly (no arithmetic touched it, but be explicit)
         out = torch.cat([points, res.points[:, n:]], dim=1)

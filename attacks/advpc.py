@@ -49,6 +49,8 @@ class AdvPC(Attack):
         seed: seeds the targets and the start noise per (seed, sample index, restart).
         autoencoder: registry name of the autoencoder model the harness resolves and binds
             (``required_models``).
+        early_stop: a sample stops at its first successful iterate (and leaves the batch; no
+            later restart) instead of searching on for a smaller L2 distance (``paper``: False).
 
     Autoencoder: set with ``with_autoencoder(module)`` (returns the attack). During a call it
     is put in eval mode with parameter gradients off and both are restored afterwards; it must
@@ -84,6 +86,7 @@ class AdvPC(Attack):
     kappa: float = nonnegative(0.0)
     seed: int = param(0)
     autoencoder: str = param("pc-autoencoder")
+    early_stop: bool = param(False)
 
     targeted = True
 
@@ -168,29 +171,38 @@ class AdvPC(Attack):
         best_dist = torch.full((batch,), float("inf"), device=device, dtype=dtype)
         best_iter = torch.full((batch,), total, dtype=torch.long, device=device)
         best_adv = points.clone()
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
 
-        def record(logits: Tensor, ae_logits: Tensor, adv: Tensor, it: int) -> None:
-            nonlocal best_dist, best_iter
-            ok = (logits.argmax(dim=1) == targets) & (ae_logits.argmax(dim=1) != labels)
-            dist = (adv - points).flatten(1).norm(dim=1)
-            better = ok & (dist < best_dist)
-            best_adv[better] = adv[better]
-            best_dist = torch.where(better, dist, best_dist)
-            best_iter = torch.where(better, torch.full_like(best_iter, it), best_iter)
+        def record(rows: Tensor, logits: Tensor, ae_logits: Tensor, adv: Tensor, it: int) -> None:
+            ok = (logits.argmax(dim=1) == targets[rows]) & (ae_logits.argmax(dim=1) != labels[rows])
+            dist = (adv - points[rows]).flatten(1).norm(dim=1)
+            better = ok & (dist < best_dist[rows])
+            best_adv[rows[better]] = adv[better]
+            best_dist[rows] = torch.where(better, dist, best_dist[rows])
+            best_iter[rows[better]] = it
+            if self.early_stop:
+                done[rows[ok]] = True
 
         last = points
         for r in range(self.restarts):
+            if bool(done.all()):
+                break
             noise = seeded_normal((n, 3), indices, self.seed, f"advpc-start:restart{r}", device=device, dtype=dtype)
             var = (points + noise * 1e-7).requires_grad_(True)
             opt = torch.optim.Adam([var], lr=self.lr)
             for t in range(self.num_iter):
-                logits = model(var)
-                ae_logits = model(ae(var))
+                rows = (~done).nonzero().flatten()
+                if rows.numel() == 0:
+                    break
+                adv = var[rows]  # only the samples still searching cost model passes (all without early_stop)
+                logits = model(adv)
+                ae_logits = model(ae(adv))
                 with torch.no_grad():
-                    record(logits, ae_logits, var.detach(), r * self.num_iter + t)
+                    record(rows, logits, ae_logits, adv.detach(), r * self.num_iter + t)
+                y, tgt = labels[rows], targets[rows]
                 loss = (
-                    (1.0 - self.gamma) * adversarial_loss(logits, labels, targets, self.loss, self.kappa)
-                    + self.gamma * adversarial_loss(ae_logits, labels, targets, self.loss, self.kappa)
+                    (1.0 - self.gamma) * adversarial_loss(logits, y, tgt, self.loss, self.kappa)
+                    + self.gamma * adversarial_loss(ae_logits, y, tgt, self.loss, self.kappa)
                 ).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -198,8 +210,10 @@ class AdvPC(Attack):
                 with torch.no_grad():
                     var.copy_(points + clip_per_point(var - points, self.clip))
             last = var.detach().clone()
-            with torch.no_grad():
-                record(model(last), model(ae(last)), last, (r + 1) * self.num_iter)
+            rows = (~done).nonzero().flatten()
+            if rows.numel():
+                with torch.no_grad():
+                    record(rows, model(last[rows]), model(ae(last[rows])), last[rows], (r + 1) * self.num_iter)
 
         success = torch.isfinite(best_dist)
         out = torch.where(success[:, None, None], best_adv, last)

@@ -123,6 +123,8 @@ class AOF(Attack):
         loss, kappa: untargeted adversarial loss (``"margin"`` or ``"ce"``) and its margin.
         k: kNN graph neighbours.
         seed: seeds the start noise per (seed, sample index, restart).
+        early_stop: a sample stops at its first successful iterate (and leaves the batch; no
+            later restart) instead of searching on for a smaller L2 distance (``paper``: False).
     """
 
     num_low: int = count(100)
@@ -135,6 +137,7 @@ class AOF(Attack):
     kappa: float = nonnegative(30.0)
     k: int = count(30)
     seed: int = param(0)
+    early_stop: bool = param(False)
 
     targeted = False
 
@@ -158,29 +161,38 @@ class AOF(Attack):
         best_adv = points.clone()
         last = points.clone()
 
-        def record(logits: Tensor, logits_low: Tensor, adv: Tensor, it: int) -> None:
-            nonlocal best_dist, best_iter
-            ok = (logits.argmax(dim=1) != labels) & (logits_low.argmax(dim=1) != labels)
-            dist = (adv - points).flatten(1).norm(dim=1)
-            better = ok & (dist < best_dist)
-            best_adv[better] = adv[better]
-            best_dist = torch.where(better, dist, best_dist)
-            best_iter = torch.where(better, torch.full_like(best_iter, it), best_iter)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+
+        def record(rows: Tensor, logits: Tensor, logits_low: Tensor, adv: Tensor, it: int) -> None:
+            ok = (logits.argmax(dim=1) != labels[rows]) & (logits_low.argmax(dim=1) != labels[rows])
+            dist = (adv - points[rows]).flatten(1).norm(dim=1)
+            better = ok & (dist < best_dist[rows])
+            best_adv[rows[better]] = adv[better]
+            best_dist[rows] = torch.where(better, dist, best_dist[rows])
+            best_iter[rows[better]] = it
+            if self.early_stop:
+                done[rows[ok]] = True
 
         for r in range(self.restarts):
+            if bool(done.all()):
+                break
             noise = seeded_normal((self.num_low, 3), indices, self.seed, f"aof-start:{r}", device=device, dtype=dtype)
             coeff = (clean_coeff + 1e-7 * noise).requires_grad_(True)
             high = clean_high.clone()
             opt = torch.optim.Adam([coeff], lr=self.lr)
             for t in range(self.num_iter):
-                low = basis @ coeff
-                adv = low + high
+                rows = (~done).nonzero().flatten()
+                if rows.numel() == 0:
+                    break
+                low = basis[rows] @ coeff[rows]  # only the samples still searching cost model passes
+                adv = low + high[rows]
                 logits = model(adv)
                 logits_low = model(low)
                 with torch.no_grad():
-                    record(logits, logits_low, adv.detach(), r * self.num_iter + t)
-                loss = (1 - self.gamma) * adversarial_loss(logits, labels, None, self.loss, self.kappa)
-                loss = loss + self.gamma * adversarial_loss(logits_low, labels, None, self.loss, self.kappa)
+                    record(rows, logits, logits_low, adv.detach(), r * self.num_iter + t)
+                y = labels[rows]
+                loss = (1 - self.gamma) * adversarial_loss(logits, y, None, self.loss, self.kappa)
+                loss = loss + self.gamma * adversarial_loss(logits_low, y, None, self.loss, self.kappa)
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 opt.step()
@@ -191,7 +203,9 @@ class AOF(Attack):
             with torch.no_grad():
                 low = basis @ coeff.detach()
                 last = low + high
-                record(model(last), model(low), last, (r + 1) * self.num_iter)
+                rows = (~done).nonzero().flatten()
+                if rows.numel():
+                    record(rows, model(last[rows]), model(low[rows]), last[rows], (r + 1) * self.num_iter)
 
         success = torch.isfinite(best_dist)  # both f(x') != y and f(LFC') != y held for the kept iterate
         out = torch.where(success[:, None, None], best_adv, last)

@@ -40,6 +40,9 @@ class CW(Attack):
         loss, kappa: adversarial loss (``"ce"`` or ``"margin"``) and its margin.
         targeted: targeted (drawn or given targets) or untargeted.
         seed: seeds the targets and the start noise per (seed, sample index).
+        early_stop: a sample stops at its first successful iterate (and leaves the batch)
+            instead of searching on for a smaller distance (a search schedule of the reduced
+            presets: success counts, not the distance; ``paper``: False).
 
     The returned cloud is, per sample, the successful iterate with the smallest L2 distance
     over all binary steps, or the last iterate when no iterate succeeded. ``iterations``
@@ -61,6 +64,7 @@ class CW(Attack):
     kappa: float = nonnegative(0.0)
     targeted: bool = param(True)
     seed: int = param(0)
+    early_stop: bool = param(False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,9 +81,10 @@ class CW(Attack):
             tgt,
             indices=indices,
             param=points,
-            make_adv=lambda x: x,
-            distance=l2_distance,
-            adv_loss=lambda logits: adversarial_loss(logits, labels, tgt, self.loss, self.kappa),
+            make_adv=lambda x, rows: x,
+            distance=lambda adv, rows: l2_distance(adv, points[rows]),
+            adv_loss=lambda logits, rows: adversarial_loss(logits, labels[rows], None if tgt is None else tgt[rows],
+                                                           self.loss, self.kappa),
             init_weight=self.init_weight,
             max_weight=self.max_weight,
             binary_steps=self.binary_steps,
@@ -87,5 +92,6 @@ class CW(Attack):
             lr=self.lr,
             seed=self.seed,
             stream="cw-start",
+            early_stop=self.early_stop,
         )
         return res.points, res.iterations

@@ -70,6 +70,8 @@ class KNN(Attack):
         normal_k: neighbours of the PCA normal estimate of the clean cloud.
         loss, kappa: adversarial loss (``"ce"`` or ``"margin"``) and its margin.
         seed: seeds the targets and the start noise per (seed, sample index).
+        early_stop: a sample stops at its first successful iterate (and leaves the batch)
+            instead of searching on for a smaller Chamfer distance (``paper``: False).
 
     Bookkeeping (PROTOCOL.md section 1, C&W-style): every iterate is evaluated before its
     update, and the final iterate after the last update/projection/clip is evaluated too;
@@ -98,6 +100,7 @@ class KNN(Attack):
     loss: str = choice("ce", LOSS_KINDS)
     kappa: float = nonnegative(0.0)
     seed: int = param(0)
+    early_stop: bool = param(False)
 
     targeted = True
 
@@ -141,27 +144,32 @@ class KNN(Attack):
         best_dist = torch.full((batch,), float("inf"), device=device, dtype=dtype)
         best_iter = torch.full((batch,), self.num_iter, dtype=torch.long, device=device)
         best_adv = var.detach().clone()
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
 
-        def record(logits: Tensor, adv: Tensor, t: int, dist: Tensor | None = None) -> None:
-            nonlocal best_dist, best_iter
-            pred = logits.argmax(dim=1)
-            ok = pred == targets
+        def record(rows: Tensor, logits: Tensor, adv: Tensor, t: int, dist: Tensor | None = None) -> None:
+            ok = logits.argmax(dim=1) == targets[rows]
             if dist is None:
-                dist = chamfer_distance(adv, points, mode="adv2ori")
-            better = ok & (dist < best_dist)
-            best_adv[better] = adv[better]
-            best_dist = torch.where(better, dist, best_dist)
-            best_iter = torch.where(better, torch.full_like(best_iter, t), best_iter)
+                dist = chamfer_distance(adv, points[rows], mode="adv2ori")
+            better = ok & (dist < best_dist[rows])
+            best_adv[rows[better]] = adv[better]
+            best_dist[rows] = torch.where(better, dist, best_dist[rows])
+            best_iter[rows[better]] = t
+            if self.early_stop:
+                done[rows[ok]] = True
 
         for t in range(self.num_iter):
-            logits = model(var)
+            rows = (~done).nonzero().flatten()
+            if rows.numel() == 0:
+                break
+            adv = var[rows]  # only the samples still searching cost a model pass (all without early_stop)
+            logits = model(adv)
             # the iterate's Chamfer distance serves both the bookkeeping and the loss: one
             # nearest-neighbour search per iteration instead of two
-            cd = chamfer_distance(var, points, mode="adv2ori")
+            cd = chamfer_distance(adv, points[rows], mode="adv2ori")
             with torch.no_grad():
-                record(logits, var.detach(), t, cd.detach())
-            adv_l = adversarial_loss(logits, labels, targets, self.loss, self.kappa)
-            loss = (adv_l + self.distance(var, points, chamfer=cd)).sum()
+                record(rows, logits, adv.detach(), t, cd.detach())
+            adv_l = adversarial_loss(logits, labels[rows], targets[rows], self.loss, self.kappa)
+            loss = (adv_l + self.distance(adv, points[rows], chamfer=cd)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -170,8 +178,10 @@ class KNN(Attack):
                 var.copy_(points + clip_per_point(delta, self.clip))
 
         last = var.detach().clone()
-        with torch.no_grad():
-            record(model(last), last, self.num_iter)
+        rows = (~done).nonzero().flatten()
+        if rows.numel():
+            with torch.no_grad():
+                record(rows, model(last[rows]), last[rows], self.num_iter)
         success = torch.isfinite(best_dist)
         out = torch.where(success[:, None, None], best_adv, last)
         return out, best_iter

@@ -83,9 +83,9 @@ def binary_search_attack(
     *,
     indices: Tensor,
     param: Tensor,
-    make_adv: Callable[[Tensor], Tensor],
+    make_adv: Callable[[Tensor, Tensor], Tensor],
     distance: Callable[[Tensor, Tensor], Tensor],
-    adv_loss: Callable[[Tensor], Tensor],
+    adv_loss: Callable[[Tensor, Tensor], Tensor],
     init_weight: float,
     max_weight: float,
     binary_steps: int,
@@ -94,24 +94,30 @@ def binary_search_attack(
     seed: int,
     stream: str,
     noise_std: float = 1e-7,
+    early_stop: bool = False,
 ) -> SearchResult:
     """Run the C&W binary search (see the module docstring).
 
     Args:
         model: ``[B, N', 3] -> [B, C]`` logits (eval mode, gradients off: ``Attack`` does that).
-        points: ``[B, N, 3]`` clean clouds (passed to ``distance``).
+        points: ``[B, N, 3]`` clean clouds.
         labels: ``[B]`` long; success when ``targets`` is None means ``pred != labels``.
         targets: ``[B]`` long (targeted: success means ``pred == targets``) or None.
         indices: ``[B]`` long sample indices (seed the start noise).
         param: ``[B, ...]`` initial parameter; each binary step restarts from it plus noise.
-        make_adv: ``param -> [B, N', 3]`` adversarial clouds (differentiable).
-        distance: ``(adv, points) -> [B]`` per-sample distance (differentiable).
-        adv_loss: ``logits [B, C] -> [B]`` per-sample adversarial loss to minimise.
+        make_adv: ``(param rows [b, ...], rows [b]) -> [b, N', 3]`` adversarial clouds of the
+            batch rows ``rows`` (differentiable in the parameter).
+        distance: ``(adv [b, N', 3], rows [b]) -> [b]`` distance of those rows to their clean
+            clouds (differentiable).
+        adv_loss: ``(logits [b, C], rows [b]) -> [b]`` adversarial loss of those rows to minimise.
         init_weight, max_weight: initial ``w`` and initial ``upper``.
         binary_steps, num_iter: binary steps and Adam iterations per step.
         lr: Adam learning rate.
         seed, stream: seed the start noise per (stream, seed, index, binary step).
         noise_std: standard deviation of the start noise.
+        early_stop: a sample stops (leaves the batch: no more model passes, no more binary
+            steps) at its first successful iterate, which it keeps; the reference keeps
+            searching for a smaller distance.
 
     Returns:
         ``SearchResult``.
@@ -126,6 +132,7 @@ def binary_search_attack(
     best_iter = torch.full((batch,), binary_steps * num_iter, dtype=torch.long, device=device)
     best_adv: Tensor | None = None
     last_adv: Tensor | None = None
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     weights, step_success = [], []
 
     for k in range(binary_steps):
@@ -134,21 +141,29 @@ def binary_search_attack(
         opt = torch.optim.Adam([var], lr=lr)
         improved = torch.zeros(batch, dtype=torch.bool, device=device)
         for t in range(num_iter):
-            adv = make_adv(var)
+            rows = (~done).nonzero().flatten()
+            if rows.numel() == 0:
+                break
+            # only the rows still searching cost a model pass; the others get no gradient (Adam is
+            # elementwise, so their stale moments touch nothing else)
+            adv = make_adv(var[rows], rows)
             logits = model(adv)
-            dist = distance(adv, points)
+            dist = distance(adv, rows)
             with torch.no_grad():
                 pred = logits.argmax(dim=1)
-                ok = pred == targets if targets is not None else pred != labels
-                better = ok & (dist < best_dist)
-                last_adv = adv.detach().clone()
-                if best_adv is None:
+                ok = pred == targets[rows] if targets is not None else pred != labels[rows]
+                better = ok & (dist < best_dist[rows])
+                if last_adv is None:
+                    last_adv = adv.new_zeros((batch, *adv.shape[1:]))
                     best_adv = last_adv.clone()
-                best_adv[better] = last_adv[better]
-                best_dist = torch.where(better, dist.detach(), best_dist)
-                best_iter = torch.where(better, torch.full_like(best_iter, k * num_iter + t), best_iter)
-                improved |= better
-            loss = (adv_loss(logits) + weight * dist).sum()
+                last_adv[rows] = adv.detach()
+                best_adv[rows[better]] = adv.detach()[better]
+                best_dist[rows] = torch.where(better, dist.detach(), best_dist[rows])
+                best_iter[rows[better]] = k * num_iter + t
+                improved[rows] |= better
+                if early_stop:
+                    done[rows[ok]] = True
+            loss = (adv_loss(logits, rows) + weight[rows] * dist).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -59,8 +59,9 @@ def _search(model, x, y, targets, **kw):
     params = {"init_weight": 10.0, "max_weight": 80.0, "binary_steps": 3, "num_iter": 10, "lr": 1e-2, "seed": 0, "stream": "test"}
     params.update(kw)
     return binary_search_attack(
-        model, x, y, targets, indices=torch.arange(x.shape[0]), param=x, make_adv=lambda p: p,
-        distance=l2_distance, adv_loss=lambda z: adversarial_loss(z, y, targets, "ce"), **params,
+        model, x, y, targets, indices=torch.arange(x.shape[0]), param=x, make_adv=lambda p, rows: p,
+        distance=lambda adv, rows: l2_distance(adv, x[rows]),
+        adv_loss=lambda z, rows: adversarial_loss(z, y[rows], targets[rows], "ce"), **params,
     )
 
 

@@ -76,6 +76,9 @@ VARIANTS: list[tuple[str, dict, int]] = [
     ("apgd", {"budget": 0.8, "norm": "point", "budget_scale": "absolute", "steps": 12, "targeted": True}, 64),
     ("apgd", {"budget": 0.5, "norm": "linf", "budget_scale": "absolute", "steps": 12, "loss": "ce"}, 64),
     ("fmn", {"steps": 15, "targeted": True}, 64),
+    # early_stop: fooled samples leave the batch (the reduced presets' search schedule)
+    *[(name, {**SETTINGS[name][0], "early_stop": True}, SETTINGS[name][1])
+      for name in ("cw", "add-cd", "knn", "advpc", "aof")],
 ]
 CASES = [(name, *SETTINGS[name]) for name in sorted(SETTINGS)] + VARIANTS
 
