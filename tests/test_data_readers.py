@@ -6,8 +6,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from benchmark.data import DATASETS, DatasetError, load_dataset
+from benchmark.geometry import farthest_point_sample
 
 MODELNET40 = (
     "airplane bathtub bed bench bookshelf bottle bowl car chair cone cup curtain desk door dresser "
@@ -194,17 +196,39 @@ def test_random_sampling_moves_normals_with_their_points(hdf5_root: Path) -> Non
     np.testing.assert_array_equal(ds.normals[0], normal[rows])
 
 
-def test_fps_sampling_selects_points_of_each_cloud(hdf5_root: Path) -> None:
-    import benchmark.geometry as geometry
+def _fps_reference(cloud: np.ndarray, m: int) -> list[int]:
+    """Plain farthest point sampling from index 0 (first index on ties), in float64."""
+    chosen = [0]
+    nearest = ((cloud - cloud[0]) ** 2).sum(-1)
+    for _ in range(m - 1):
+        nearest[chosen] = -1.0
+        chosen.append(int(nearest.argmax()))
+        nearest = np.minimum(nearest, ((cloud - cloud[chosen[-1]]) ** 2).sum(-1))
+    return chosen
 
-    if not hasattr(geometry, "farthest_point_sample"):
-        pytest.skip("benchmark.geometry.farthest_point_sample is not written yet")
+
+def test_fps_sampling_selects_points_of_each_cloud(hdf5_root: Path) -> None:
     ds = load_dataset("modelnet40", "train", root=hdf5_root, num_points=16, sampling="fps", normalize=False)
-    with h5py.File(hdf5_root / "ply_data_train0.h5") as f:
-        source = f["data"][0]
-    assert ds.points.shape == (5, 16, 3)
-    np.testing.assert_array_equal(ds.points[0, 0], source[0])  # FPS starts from the first point
-    assert len(np.unique(ds.points[0], axis=0)) == 16
+    sources = []
+    for name in ("ply_data_train0.h5", "ply_data_train1.h5"):
+        with h5py.File(hdf5_root / name) as f:
+            sources.extend(f["data"][:])
+    assert ds.points.shape == (5, 16, 3) and len(sources) == 5
+    for picked, source in zip(ds.points, sources):
+        rows = [int(np.flatnonzero((source == p).all(axis=1))[0]) for p in picked]  # every point from its cloud
+        assert rows[0] == 0  # FPS starts from the first point
+        assert len(set(rows)) == 16  # distinct points
+        # farthest-point property: each new point is the farthest from those chosen before it
+        chosen = source[rows].astype(np.float64)
+        cloud = source.astype(np.float64)
+        for i in range(1, 16):
+            gap = ((cloud[:, None] - chosen[None, :i]) ** 2).sum(-1).min(axis=1)  # to the nearest chosen
+            assert gap[rows[i]] >= gap.max() - 1e-6 * gap.max(), f"point {i} is not the farthest"
+        second = ((cloud - cloud[0]) ** 2).sum(-1).argmax()
+        assert rows[1] == second  # the point farthest from the first
+        assert rows == _fps_reference(cloud, 16)
+        # and the shared implementation picks the same indices
+        assert farthest_point_sample(torch.from_numpy(source[None]), 16)[0].tolist() == rows
 
 
 def test_normalize_puts_each_cloud_in_the_unit_sphere(hdf5_root: Path) -> None:

@@ -1,6 +1,7 @@
 """The defense interface and the simple preprocessing defenses (none, srs, sor)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -213,11 +214,79 @@ def test_a_plugin_defense_registers_lists_and_runs():
         DEFENSES.remove("test-jitter")
 
 
-def test_inference_cost_reports_ratio():
-    victim = frozen(TinyPointNet())
-    model = build_defense("sor")(ctx_for(victim))
-    cost = inference_cost(model, victim, unit_clouds(4, 256), repeats=2)
-    assert cost["ratio"] > 1.0 and cost["victim_seconds"] > 0
+class FakeClock:
+    """Stands in for ``time`` in ``defenses.base``: time passes only when a model below runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class TimedVictim(nn.Module):
+    """The tiny PointNet; each call takes the next of ``costs`` fake seconds (then ``default``)."""
+
+    def __init__(self, clock: FakeClock, costs: list[float], default: float = 1.0) -> None:
+        super().__init__()
+        self.net, self.clock, self.costs, self.default = frozen(TinyPointNet()), clock, list(costs), default
+        self.inputs: list[torch.Tensor] = []
+        self.grad: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x)
+        self.grad.append(torch.is_grad_enabled())
+        self.clock.now += self.costs.pop(0) if self.costs else self.default
+        return self.net(x)
+
+
+class ThreeVotes(nn.Module):
+    """A defense that runs the victim three times and spends 0.5 fake seconds of its own."""
+
+    def __init__(self, victim: TimedVictim) -> None:
+        super().__init__()
+        self.victim, self.calls = victim, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.victim.clock.now += 0.5
+        return sum(self.victim(x) for _ in range(3)) / 3
+
+
+def test_inference_cost_reports_ratio(monkeypatch):
+    import defenses.base
+
+    clock = FakeClock()
+    monkeypatch.setattr(defenses.base, "time", clock)
+    # victim calls in order: warmup bare (0.1 s), warmup defended (3 x 0 s), then 3 repeats of
+    # bare, defended (3 calls): bare 5, 1, 2 s; defended 0.5 + 3 x (1, 3, 1) s
+    victim = TimedVictim(clock, [0.1, 0, 0, 0, 5.0, 1, 1, 1, 1.0, 3, 3, 3, 2.0, 1, 1, 1]).eval()
+    votes = ThreeVotes(victim)
+    defended = DefendedModel(votes, name="three-votes").eval()
+    points = unit_clouds(4, 64)
+    cost = inference_cost(defended, victim, points, repeats=3, warmup=1)
+    # best of the timed repeats (warmup excluded): bare min(5, 1, 2), defended min(3.5, 9.5, 3.5)
+    assert set(cost) == {"victim_seconds", "defended_seconds", "ratio"}
+    assert cost["victim_seconds"] == pytest.approx(1.0)
+    assert cost["defended_seconds"] == pytest.approx(3.5)
+    assert cost["ratio"] == pytest.approx(cost["defended_seconds"] / cost["victim_seconds"]) == pytest.approx(3.5)
+    # each model ran warmup + repeats times, on the given points, without autograd; modes untouched
+    assert votes.calls == 1 + 3 and len(victim.inputs) == (1 + 3) * (1 + 3)
+    assert all(x is points for x in victim.inputs) and not any(victim.grad)
+    assert not defended.training and not victim.training
+
+    victim = TimedVictim(clock, [])  # every call 1 s
+    votes = ThreeVotes(victim)
+    cost = inference_cost(DefendedModel(votes), victim, points, repeats=5, warmup=0)
+    assert votes.calls == 5 and len(victim.inputs) == 5 * 4  # repeats honoured, no warmup
+    assert (cost["victim_seconds"], cost["defended_seconds"]) == pytest.approx((1.0, 3.5))
+    assert cost["ratio"] == pytest.approx(3.5)
+
+    # a victim that takes no time at all: no ratio (nan), not a division error
+    victim = TimedVictim(clock, [], default=0.0)
+    cost = inference_cost(DefendedModel(ThreeVotes(victim)), victim, points, repeats=2)
+    assert cost["victim_seconds"] == 0.0 and cost["defended_seconds"] == pytest.approx(0.5)
+    assert math.isnan(cost["ratio"])
 
 
 def test_cached_training_stores_and_reloads(tmp_path):

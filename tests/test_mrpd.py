@@ -1,20 +1,27 @@
 """MRPD: gate, losses, weighting, what trains, the teacher-feature cache, end to end."""
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
+import json
+import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
 
 from benchmark.cache import FEATURE_CACHE_STATS
-from benchmark.config import TrainConfig
+from benchmark.config import TrainConfig, to_jsonable
 from benchmark.data import load_dataset
 from defenses import DefenseContext, build_defense
+from defenses.mrpd.defense import MRPDPrompts
 from defenses.mrpd.losses import confidence_gate, gated_infonce, label_infonce, uncertainty_weighting
+from models.clip import DEFAULT_PROMPT_TEMPLATE
 from models.zoo import Zoo, ZooContext
 
 CLASSES = ["chair", "table", "cup", "lamp"]
@@ -108,11 +115,39 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def initial_prompts(setup, point_prompts: int = 10, text_prompts: int = 3, seed: int = 0) -> MRPDPrompts:
+    """What MRPD starts from (its prompts are seeded from the context's seed, 0 here)."""
+    _, zoo, student, _ = setup
+    return MRPDPrompts(int(student.model.encoder.width), zoo.get("clip").model, list(student.model.class_names),
+                       point_prompts=point_prompts, text_prompts=text_prompts, template=DEFAULT_PROMPT_TEMPLATE,
+                       seed=seed)
+
+
+@contextlib.contextmanager
+def counting_calls(module: torch.nn.Module, method: str, counts: dict[str, int], key: str) -> Iterator[None]:
+    """Count the calls of ``module.<method>`` (this instance only) into ``counts[key]``."""
+    original = getattr(module, method)
+
+    def counted(*args, **kwargs):
+        counts[key] += 1
+        return original(*args, **kwargs)
+
+    module.__dict__[method] = counted  # shadows the class's method on this instance
+    try:
+        yield
+    finally:
+        del module.__dict__[method]
+
+
 def test_only_prompts_context_temperatures_and_variances_train(setup, tmp_path):
     data, zoo, student, _ = setup
     frozen = {name: snapshot(zoo.get(name).model) for name in ("point-transformer-student", "clip",
                                                                "point-transformer-teacher")}
-    model = build_defense("mrpd")(ctx_of(setup, cache_dir=tmp_path))
+    # one full-batch step an epoch (36 training clouds) at a high lr: each epoch's loss is the objective
+    # on the same clouds, so the history shows it fall (4 clean epochs, then 4 on the PGD clouds)
+    epochs = 8
+    cfg = TrainConfig(epochs=epochs, batch_size=36, val_fraction=0.25, lr=0.1, scale_low=1.0, scale_high=1.0)
+    model = build_defense("mrpd")(ctx_of(setup, cache_dir=tmp_path, train_config=lambda name: cfg))
     for name, before in frozen.items():
         after = zoo.get(name).model.state_dict()
         assert all(torch.equal(before[k], after[k]) for k in before), f"{name} changed"
@@ -122,9 +157,34 @@ def test_only_prompts_context_temperatures_and_variances_train(setup, tmp_path):
     assert not any(p.requires_grad for p in student.model.parameters())
     logits = model(torch.from_numpy(data["test"].points[:4]))
     assert logits.shape == (4, len(CLASSES))
-    history = meta["history"]
-    assert len(history) == 2 and {"gate/image", "gate/point", "log_var", "tau"} <= set(history[-1])
     assert set(meta["diagnostics"]["teacher_accuracy"]) == {"image/clean", "image/adv", "point/clean"}
+
+    # the prompts moved away from their seeded initialisation, and the defended model uses them
+    init = initial_prompts(setup)
+    classifier = model.classifier
+    assert classifier.prompts.shape == init.tokens().shape == (10, width)
+    assert float((classifier.prompts - init.tokens().detach()).abs().max()) > 1e-2  # point prompts
+    with torch.no_grad():
+        init_text = init.text(normalize=True)
+    assert classifier.class_embeddings.shape == init_text.shape
+    assert float((classifier.class_embeddings - init_text).abs().max()) > 1e-3  # text context
+
+    # the training loss falls, in the clean and in the adversarial half
+    history = meta["history"]
+    assert len(history) == epochs and [h["epoch"] for h in history] == list(range(1, epochs + 1))
+    assert {"gate/image", "gate/point", "log_var", "tau", "loss", "loss/image", "loss/point",
+            "loss/text"} <= set(history[-1])
+    half = meta["clean_epochs"]
+    assert half == epochs // 2
+    loss = [h["loss"] for h in history]
+    assert all(math.isfinite(v) for v in loss)
+    assert loss[half - 1] < loss[0] - 0.5, loss
+    assert loss[-1] < loss[half] - 0.05, loss
+    assert loss[-1] < 0.85 * loss[0], loss
+    assert history[half - 1]["loss/text"] < history[0]["loss/text"] - 0.1  # the text term itself falls
+    # temperatures and variances trained too (they start at 0.07 and 0)
+    assert any(abs(t - 0.07) > 1e-3 for t in history[-1]["tau"])
+    assert any(abs(v) > 1e-2 for v in history[-1]["log_var"])
 
 
 def test_teacher_features_are_cached_and_invalidated_by_new_teacher_weights(setup, tmp_path):
@@ -142,12 +202,56 @@ def test_teacher_features_are_cached_and_invalidated_by_new_teacher_weights(setu
 
 
 def test_switches_teachers_gate_weighting_and_prompt_sizes(setup, tmp_path):
-    ctx = ctx_of(setup, cache_dir=None)
-    model = build_defense("mrpd", teachers=["text"], point_prompts=5, text_prompts=0, weighting="fixed",
-                          gate=False)(ctx)
-    assert model.meta["trainable_parameters"] == 5 * setup[2].model.encoder.width + 6
-    model = build_defense("mrpd", teachers=["image", "text"], gate_bank="batch", adv_epochs=0)(ctx)
-    assert model.meta["clean_epochs"] == 2
+    _, zoo, student, _ = setup
+    width, text_width = student.model.encoder.width, zoo.get("clip").model.text_width
+    ctx = ctx_of(setup, cache_dir=None)  # no feature cache: every teacher that is used runs
+    clip_model, point_model = zoo.get("clip").model, zoo.get("point-transformer-teacher").model  # trained now
+    calls = {"image": 0, "point": 0}
+    with counting_calls(clip_model, "encode_image", calls, "image"), \
+            counting_calls(point_model, "embed", calls, "point"):
+        # teachers=["text"]: neither the image nor the point teacher runs
+        text_only = build_defense("mrpd", teachers=["text"], point_prompts=5, text_prompts=0, weighting="fixed",
+                                  fixed_weights=[1.0, 1.0, 2.0], gate=False)(ctx)
+        assert calls == {"image": 0, "point": 0}
+        image_text = build_defense("mrpd", teachers=["image", "text"], point_prompts=0, gate_bank="batch",
+                                   adv_epochs=0)(ctx)
+        assert calls["image"] > 0 and calls["point"] == 0
+        calls["image"] = 0
+        gated = build_defense("mrpd")(ctx)  # the paper: all three teachers, gate on, dynamic weights
+        assert calls["image"] > 0 and calls["point"] > 0
+        ungated = build_defense("mrpd", gate=False)(ctx)
+
+    # teachers: only the text loss is computed
+    meta = text_only.meta
+    assert meta["diagnostics"]["teacher_accuracy"] == {}
+    for h in meta["history"]:
+        assert not {"gate/image", "gate/point", "loss/image", "loss/point"} & set(h)
+        # weighting=fixed: the loss is the fixed-weighted text loss; the variances get no gradient
+        assert h["loss"] == pytest.approx(2.0 * h["loss/text"], abs=2e-3)
+        assert h["log_var"] == [0.0, 0.0, 0.0]
+        assert h["tau"][:2] == pytest.approx([0.07, 0.07], abs=1e-4)  # unused temperatures stay
+    # prompt sizes: 5 point prompts, no text context (the class embeddings are the plain prompts')
+    assert meta["trainable_parameters"] == 5 * width + 6
+    assert text_only.classifier.prompts.shape == (5, width)
+    with torch.no_grad():
+        plain = initial_prompts(setup, point_prompts=5, text_prompts=0).text(normalize=True)
+    torch.testing.assert_close(text_only.classifier.class_embeddings, plain, atol=1e-5, rtol=0)
+    # no point prompts; adv_epochs=0: every epoch clean, no adversarial features or crafting
+    meta = image_text.meta
+    assert meta["trainable_parameters"] == 3 * text_width + 6 and image_text.classifier.prompts is None
+    assert meta["clean_epochs"] == 2 and meta["victim_attack_success"] is None
+    assert set(meta["diagnostics"]["teacher_accuracy"]) == {"image/clean"}
+    assert all({"gate/image", "loss/image", "loss/text"} <= set(h) and "loss/point" not in h for h in meta["history"])
+
+    # gate: on, the teachers count only on part of each batch; off, on every sample -> other losses
+    on, off = gated.meta["history"], ungated.meta["history"]
+    assert all(h["gate/image"] == 1.0 and h["gate/point"] == 1.0 for h in off)
+    assert any(h["gate/image"] < 1.0 for h in on) and any(h["gate/point"] < 1.0 for h in on)
+    for key in ("loss/image", "loss/point", "loss/text", "loss"):
+        assert abs(on[0][key] - off[0][key]) > 1e-2, key
+    # weighting=dynamic: the variances train
+    assert any(abs(v) > 1e-4 for v in on[-1]["log_var"])
+
     with pytest.raises(ValueError, match="teachers"):
         build_defense("mrpd", teachers=["audio"])
     with pytest.raises(ValueError, match="nothing to learn"):
@@ -170,6 +274,45 @@ def test_smoke_bench_run_mrpd_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mrpd" in proc.stdout and "none" in proc.stdout
     print(f"smoke mrpd run: {time.perf_counter() - start:.1f} s")
+    out = tmp_path / "out"
+    (record_path,) = sorted((out / "runs").glob("*.json"))
+    record = json.loads(record_path.read_text())
+    assert record["finished"] and record["failures"] == []
+    # the results table: ok rows for none and mrpd, on clean clouds and under pgd
+    (table_path,) = sorted(out.glob("*.csv"))
+    with table_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    cells = {(r["defense"], r["attack"]): r for r in rows}
+    assert len(cells) == len(rows) and set(cells) == {(d, a) for d in ("none", "mrpd") for a in ("clean", "pgd")}
+    for (defense, attack), r in cells.items():
+        assert r["status"] == "ok" and not r["error"], (defense, attack, r["error"])
+        assert r["run_id"] == record["run_id"] and int(r["n"]) == record["n"] == 16  # smoke: limit 16
+        accuracy = float(r["accuracy"])
+        assert 0.0 <= accuracy <= 1.0 and accuracy == pytest.approx(int(r["correct"]) / int(r["n"]))
+        if attack == "pgd":
+            assert 0.0 <= float(r["attack_success"]) <= 1.0
+    # the MRPD rows carry MRPD's parameters (the smoke profile's), the undefended rows none
+    expected = to_jsonable(build_defense("mrpd", **record["config"]["defenses"]["mrpd"]).params())
+    for attack in ("clean", "pgd"):
+        params = json.loads(cells["mrpd", attack]["defense_params"])
+        assert params == expected
+        assert params["teachers"] == ["image", "point", "text"] and params["point_prompts"] == 10
+        assert params["steps"] == 2  # smoke.yaml: defenses.mrpd.steps
+        assert json.loads(cells["none", attack]["defense_params"]) == {}
+    # the run record holds MRPD's training meta, one history entry per epoch
+    mrpd = record["defenses"]["mrpd"]
+    assert mrpd["error"] is None
+    meta = mrpd["meta"]
+    epochs = record["config"]["training"]["mrpd"]["epochs"]
+    assert meta["epochs"] == epochs == 2 and meta["clean_epochs"] == 1 and not meta["cached"]
+    assert meta["trainable_parameters"] > 0
+    history = meta["history"]
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
+    for h in history:
+        assert math.isfinite(h["loss"]) and len(h["tau"]) == 3 and len(h["log_var"]) == 3
+        assert 0.0 <= h["gate/image"] <= 1.0 and 0.0 <= h["gate/point"] <= 1.0
+        assert 0.0 <= h["val_clean"] <= 1.0 and 0.0 <= h["val_adv"] <= 1.0
+    assert "meta" not in record["defenses"]["none"] or "history" not in (record["defenses"]["none"]["meta"] or {})
     # bench ablate on the same cache: the full method is the run's trained MRPD, one variant trains
     proc = subprocess.run([sys.executable, "-m", "benchmark", "ablate", "mrpd", "--profile", "smoke", "--variants",
                            "no-gate", "--attack", "pgd", "--out", str(tmp_path / "out"), "--no-progress"],

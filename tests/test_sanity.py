@@ -200,7 +200,50 @@ def test_warnings_are_the_same_after_a_round_trip_through_the_results_store(tmp_
     assert "undefended dgcnn" in sanity_warnings(stored)[0]
 
 
-@pytest.mark.parametrize("missing", ["attack_params", "attack_success", "status"])
-def test_missing_columns_disable_checks_instead_of_failing(missing):
-    rows = frame(row("none", "clean", 0.9), row("none", "pgd", 0.5, success=0.5)).drop(columns=[missing])
-    assert isinstance(sanity_warnings(rows), list)
+def every_check() -> pd.DataFrame:
+    """A table that trips each of the four checks once, plus a failed cell (status "error")
+    that would be a weak attack if it counted."""
+    return frame(
+        row("none", "clean", 0.30),
+        row("none", "pgd", 0.50, success=0.50),  # weak attack, and more accurate than clean: attack helps
+        row("none", "cw", 0.25, success=0.10, status="error", params={"binary_steps": 10, "num_iter": 50}),
+        row("sor", "clean", 0.88),
+        row("sor", "pgd", 0.30, params={**PGD, "budget": 0.04}),
+        row("sor", "pgd", 0.60, params={**PGD, "budget": 0.16}),  # accuracy rises with the budget
+        row("sor", "pgd", 0.90, protocol="adaptive", success=0.1, params={**PGD, "budget": 0.04}),  # masking
+    )
+
+
+def checks(warnings: list[str]) -> list[str]:
+    return [w.split(":")[0] for w in warnings]
+
+
+def test_the_every_check_table_trips_every_check_once():
+    warnings = sanity_warnings(every_check())
+    assert checks(warnings) == ["weak attack", "budget sweep", "gradient masking", "attack helps"]
+    assert warnings[0].startswith("weak attack: pgd")  # the failed cw cell does not count
+
+
+@pytest.mark.parametrize("missing, disabled", [
+    ("attack_params", ["budget sweep"]),  # the budgets live in attack_params
+    ("attack_success", ["weak attack"]),  # the success rate is what check 1 reads
+    ("status", []),  # no status: every row counts, nothing is disabled
+], ids=["attack_params", "attack_success", "status"])
+def test_missing_columns_disable_checks_instead_of_failing(missing, disabled):
+    full = sanity_warnings(every_check())
+    warnings = sanity_warnings(every_check().drop(columns=[missing]))
+    by_check = {c: w for c, w in zip(checks(full), full)}
+    if missing == "status":
+        # the failed cw cell now counts as a result: one more weak attack, the rest unchanged
+        assert checks(warnings) == ["weak attack", *checks(full)]
+        assert warnings[0].startswith("weak attack: cw succeeds on only 10.0%")
+        assert warnings[1:] == full
+        return
+    assert checks(warnings) == [c for c in checks(full) if c not in disabled]
+    for line in warnings:
+        check = line.split(":")[0]
+        if missing == "attack_params" and check == "gradient masking":
+            # without the parameters the budget-0.16 transfer row pairs with the adaptive row too
+            assert line.startswith("gradient masking: sor under pgd")
+        else:
+            assert line == by_check[check]  # the checks that remain say exactly what they said

@@ -10,6 +10,7 @@ import torch
 
 from benchmark.config import TrainConfig
 from benchmark.data import load_dataset
+from benchmark.geometry import chamfer_distance
 from models.heads import EmbeddingClassifier, TextEmbeddingHead
 from models.zoo import Zoo, ZooContext
 
@@ -95,9 +96,27 @@ def test_a_different_clip_teacher_gives_the_student_a_new_cache_entry(data, tmp_
 
 
 def test_the_autoencoder_reconstructs_the_cloud_size(data, tmp_path):
-    ae = make_zoo(data, tmp_path).get("pc-autoencoder")
-    out = ae.model(torch.from_numpy(data["test"].points[:2]))
-    assert out.shape == (2, 128, 3) and ae.meta["test_chamfer"] > 0
+    """Trained long enough to learn (about 2 s), the autoencoder reconstructs unseen test clouds far
+    better than clouds that ignore the input: a random cloud, the best fixed training cloud, or its
+    own reconstruction of another test cloud."""
+    cfg = TrainConfig(epochs=20, lr=3e-3, batch_size=8, val_fraction=0.25)
+    ae = make_zoo(data, tmp_path, train_config=lambda name: cfg).get("pc-autoencoder")
+    x = torch.from_numpy(data["test"].points)
+    with torch.no_grad():
+        out = ae.model(x)
+        assert out.shape == x.shape == (12, 128, 3)
+        own = float(chamfer_distance(out, x, mode="both").mean())
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+        noise = noise / noise.norm(dim=-1).amax(dim=1)[:, None, None]  # unit-sphere scale, as the data
+        random_cloud = float(chamfer_distance(noise, x, mode="both").mean())
+        train = torch.from_numpy(data["train"].points)
+        best_fixed = min(float(chamfer_distance(c.expand_as(x), x, mode="both").mean()) for c in train[:, None])
+        other = torch.roll(torch.arange(len(x)), 1)  # each cloud vs the reconstruction of the next one
+        swapped = float(chamfer_distance(out[other], x, mode="both").mean())
+    assert ae.meta["test_chamfer"] == pytest.approx(own, rel=1e-4)  # meta: mean test Chamfer, eval mode
+    assert own < 0.6 * random_cloud, (own, random_cloud)
+    assert own < 0.6 * best_fixed, (own, best_fixed)
+    assert own < 0.6 * swapped, (own, swapped)  # the reconstruction depends on the input
 
 
 def test_a_clip_checkpoint_that_does_not_exist_is_a_clear_error(data, tmp_path):

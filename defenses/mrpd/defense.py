@@ -323,16 +323,22 @@ class MRPD(ModelDefense):
                 tally[f"gate/{teacher}"] = tally.get(f"gate/{teacher}", 0.0) + float(gate.float().mean())
                 losses.append(gated_infonce(z, f, gate, learned.log_tau[slot]))
                 slots.append(slot)
+                tally[f"loss/{teacher}"] = tally.get(f"loss/{teacher}", 0.0) + float(losses[-1].detach())
             if "text" in self.teachers:
                 text_gate = None
                 if self.gate and self.gate_text and gates:
                     text_gate = torch.stack(gates).any(0)
                 losses.append(label_infonce(z, text, labels, learned.log_tau[2], text_gate))
                 slots.append(2)
+                tally["loss/text"] = tally.get("loss/text", 0.0) + float(losses[-1].detach())
             tally["steps"] = tally.get("steps", 0.0) + 1
             if self.weighting == "dynamic":
-                return uncertainty_weighting(losses, learned.log_var[slots], self.lambda_min)
-            return sum(weights[s] * loss for s, loss in zip(slots, losses))
+                total = uncertainty_weighting(losses, learned.log_var[slots], self.lambda_min)
+            else:
+                total = sum(weights[s] * loss for s, loss in zip(slots, losses))
+            # per-epoch means in the history: "loss" = the optimised objective, "loss/<teacher>" its terms
+            tally["loss"] = tally.get("loss", 0.0) + float(total.detach())
+            return total
 
         val_adv = adv_points[torch.from_numpy(val_idx)] if (adv_points is not None and val is not None) else None
 
