@@ -124,7 +124,7 @@ class _Add(Attack):
         return out, res.iterations
 
 
-@register_attack("add-cd")
+@register_attack("add-cd", tags=("strong",))
 @dataclass
 class AddCD(_Add):
     """C&W Add-CD: add points near the critical points under an adv2ori Chamfer penalty.
@@ -141,7 +141,7 @@ class AddCD(_Add):
         return chamfer_distance(added, points, mode="adv2ori")
 
 
-@register_attack("add-hd")
+@register_attack("add-hd", tags=("strong",))
 @dataclass
 class AddHD(_Add):
     """C&W Add-HD: add points near the critical points under an adv2ori Hausdorff penalty.

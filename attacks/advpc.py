@@ -34,7 +34,7 @@ from benchmark.params import choice, count, fraction, nonnegative, param, positi
 __all__ = ["AdvPC"]
 
 
-@register_attack("advpc")
+@register_attack("advpc", tags=("strong",))
 @dataclass
 class AdvPC(Attack):
     """AdvPC: adversarial loss on the cloud and on its autoencoder reconstruction, per-point clip.

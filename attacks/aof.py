@@ -109,7 +109,7 @@ def split_frequencies(points: Tensor, basis: Tensor) -> tuple[Tensor, Tensor, Te
     return coeff, low, points - low
 
 
-@register_attack("aof")
+@register_attack("aof", tags=("strong",))
 @dataclass
 class AOF(Attack):
     """AOF: untargeted attack on the low-frequency (graph-spectral) part of the cloud.

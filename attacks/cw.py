@@ -26,7 +26,7 @@ def l2_distance(adv: Tensor, points: Tensor) -> Tensor:
     return (adv - points).flatten(1).norm(dim=1)
 
 
-@register_attack("cw")
+@register_attack("cw", tags=("strong",))
 @dataclass
 class CW(Attack):
     """C&W Perturb: Adam on the points, L2 distance penalty, binary search over its weight.

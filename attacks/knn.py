@@ -55,7 +55,7 @@ def knn_smoothness(adv: Tensor, k: int = 5, alpha: float = 1.05) -> Tensor:
     return (value * mask).mean(dim=1)
 
 
-@register_attack("knn")
+@register_attack("knn", tags=("strong",))
 @dataclass
 class KNN(Attack):
     """kNN attack: Chamfer + kNN-smoothness penalty, surface projection and per-point clip.

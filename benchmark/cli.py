@@ -591,6 +591,8 @@ def print_summary(rows: Any, cfg: RunConfig, console: Any) -> None:
                 match = ok[(ok["attack"] == attack) & (ok["defense"] == d)]
                 if v != v:  # NaN
                     cells.append("-")
+                elif attack == "median min L2":  # a distance (cloud units), not a percentage
+                    cells.append(f"{v:.3f}")
                 elif len(match):
                     half = 50 * (float(match["ci_high"].iloc[-1]) - float(match["ci_low"].iloc[-1]))
                     cells.append(f"{v:.1f} ±{half:.1f}")
@@ -599,7 +601,7 @@ def print_summary(rows: Any, cfg: RunConfig, console: Any) -> None:
             success = ok[(ok["attack"] == attack) & (ok["defense_name"] == "none")]["attack_success"]
             ok_success = success.dropna()
             cells.append(f"{100 * float(ok_success.iloc[-1]):.1f}" if len(ok_success) else "")
-            style = "bold" if attack in ("mean over attacks", "worst case") else None
+            style = "bold" if attack in ("mean over attacks", "worst case", "worst case (strong)", "median min L2") else None
             out.add_row(escape(str(attack)), *cells, style=style)
         console.print(out)
 

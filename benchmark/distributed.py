@@ -37,7 +37,15 @@ import pandas as pd
 
 from benchmark.config import config_hash
 from benchmark.leaderboard import read_runs
-from benchmark.store import KEY_COLUMNS, ResultStore, decode_outcomes, encode_outcomes, wilson_interval
+from benchmark.store import (
+    KEY_COLUMNS,
+    ResultStore,
+    decode_distances,
+    decode_outcomes,
+    encode_distances,
+    encode_outcomes,
+    wilson_interval,
+)
 
 __all__ = [
     "DistributedRunner",
@@ -136,7 +144,8 @@ def _merge_cell(parts: list[tuple[Mapping[str, Any], ShardInfo]]) -> dict[str, A
     out["cost_ratio"] = _weighted_mean([r.get("cost_ratio") for r, _ in parts], sizes)
     if failed:
         out.update(status="failed", correct=None, accuracy=math.nan, ci_low=math.nan, ci_high=math.nan,
-                   outcomes=None, attack_success=math.nan, l2=math.nan, chamfer=math.nan, hausdorff=math.nan)
+                   outcomes=None, distances=None, attack_success=math.nan, l2=math.nan, chamfer=math.nan,
+                   hausdorff=math.nan)
         out["error"] = "; ".join(f"shard {i.index}/{i.count}: {r.get('error') or 'failed'}" for r, i in failed)
         return out
     correct = sum(int(r["correct"]) for r, _ in parts)
@@ -152,6 +161,13 @@ def _merge_cell(parts: list[tuple[Mapping[str, Any], ShardInfo]]) -> dict[str, A
         out["outcomes"] = encode_outcomes(merged)
     else:
         out["outcomes"] = None
+    if all(isinstance(r.get("distances"), str) and r.get("distances") for r, _ in parts):
+        distances = np.full(total, np.inf)
+        for (row, info), _size in zip(parts, sizes):
+            distances[shard_positions(total, batch, info.index, count)] = decode_distances(row["distances"])
+        out["distances"] = encode_distances(distances)
+    else:
+        out["distances"] = None
     rates = [r.get("attack_success") for r, _ in parts]
     if all(_finite(v) for v in rates):
         # a float32 mean of per-sample successes, as the single process computes it

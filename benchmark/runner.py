@@ -46,12 +46,12 @@ from benchmark.config import RunConfig, config_hash, resolve_config, to_jsonable
 from benchmark.data import PointCloudDataset, load_dataset
 from benchmark.env import package_versions, resolve_device
 from benchmark.registry import ATTACKS, DEFENSES
-from benchmark.store import ResultStore, encode_outcomes, wilson_interval
+from benchmark.store import ResultStore, encode_distances, encode_outcomes, wilson_interval
 from benchmark.variants import cell_variants
 from defenses import build_defense
 from defenses.base import Defense, DefenseContext, DefendedModel, ModelDefense, inference_cost
 
-__all__ = ["Cell", "Runner", "git_commit", "predict"]
+__all__ = ["Cell", "Runner", "attack_role", "git_commit", "predict"]
 
 CLEAN = "clean"
 
@@ -113,6 +113,14 @@ def predict(model: nn.Module, points: Tensor, batch_size: int, device: torch.dev
             before_batch(start)
         out.append(run(points[start : start + batch_size]))
     return torch.cat(out)
+
+
+def attack_role(name: str) -> str:
+    """``strong``, ``min-norm`` or ``weak`` (the attack's registry tags), ``""`` for the clean cells."""
+    if name == CLEAN:
+        return ""
+    tags = ATTACKS.get(name).tags if name in ATTACKS else ()
+    return "min-norm" if "min-norm" in tags else "strong" if "strong" in tags else "weak"
 
 
 def _batch_seed(seed: int, *parts: Any) -> int:
@@ -386,6 +394,9 @@ class Runner:
             low, high = wilson_interval(k, n)
             row.update(correct=k, accuracy=k / n if n else float("nan"), ci_low=low, ci_high=high,
                        outcomes=encode_outcomes(correct.numpy()))
+        row["attack_role"] = attack_role(cell.attack)
+        if crafted is not None and row["attack_role"] == "min-norm":  # each cloud's minimal distance on the source
+            row["distances"] = encode_distances(np.where(crafted.success.numpy(), crafted.l2.double().numpy(), np.inf))
         if crafted is not None:
             row.update(attack_success=crafted.success_rate, seconds_attack=round(crafted.seconds, 3),
                        l2=float(crafted.l2.nanmean()) if not bool(crafted.l2.isnan().all()) else float("nan"),

@@ -42,9 +42,13 @@ __all__ = [
     "KEY_COLUMNS",
     "VOLATILE_COLUMNS",
     "ResultStore",
+    "decode_distances",
     "decode_outcomes",
+    "encode_distances",
     "encode_outcomes",
+    "min_norm_distances",
     "summary_table",
+    "survival",
     "wilson_interval",
     "with_labels",
     "worst_case",
@@ -70,7 +74,9 @@ COLUMNS: tuple[str, ...] = (
     "seconds_attack", "seconds_defense", "seconds_eval", "cost_ratio",
     "defense_params", "attack_params",  # canonical JSON
     "cell_hash", "config_hash", "dataset_fingerprint", "victim_hash",
+    "attack_role",  # strong | weak | min-norm ("" for clean): what the attack is for (attack registry tags)
     "outcomes",  # per-sample correctness, packed bits as hex (sample order = the test subset's)
+    "distances",  # min-norm attacks: per-sample minimal L2 distance on the source model (float16 hex; inf = none)
     "error",
     "run_id", "pcrb_version", "torch_version", "git_commit", "device", "timestamp",
 )
@@ -106,6 +112,24 @@ def encode_outcomes(correct: Sequence[bool] | np.ndarray) -> str:
     """Per-sample booleans -> ``"<n>:<hex of packed bits>"`` (compact, exact, CSV-safe)."""
     bits = np.asarray(correct, dtype=bool).ravel()
     return f"{bits.size}:{np.packbits(bits).tobytes().hex()}"
+
+
+def encode_distances(values: Sequence[float] | np.ndarray) -> str:
+    """Per-sample distances -> ``"<n>:<hex of float16>"`` (3 significant digits, ``inf`` kept)."""
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    return f"{arr.size}:{arr.astype('<f2').tobytes().hex()}"
+
+
+def decode_distances(text: str) -> np.ndarray:
+    """Inverse of :func:`encode_distances`: a float64 array."""
+    try:
+        size, hexbits = str(text).split(":", 1)
+        arr = np.frombuffer(bytes.fromhex(hexbits), dtype="<f2").astype(np.float64)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"malformed distances field {text!r}; expected '<n>:<hex>'") from err
+    if arr.size != int(size):
+        raise ValueError(f"malformed distances field: {arr.size} values for n = {size}")
+    return arr
 
 
 def decode_outcomes(text: str) -> np.ndarray:
@@ -204,7 +228,8 @@ class ResultStore:
             if not path.exists():
                 continue
             try:
-                frames.append(pd.read_csv(path, dtype={"outcomes": str, "error": str, "git_commit": str},
+                frames.append(pd.read_csv(path, dtype={"outcomes": str, "distances": str, "error": str, "git_commit": str,
+                                                       "attack_role": str},
                                           keep_default_na=False, na_values=[""]))
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
                 raise ValueError(f"results file {path} is not a readable CSV ({err}); move it away and rerun") from err
@@ -270,19 +295,55 @@ class ResultStore:
         return path
 
 
-def worst_case(frame: pd.DataFrame) -> pd.Series:
-    """Worst-case robust accuracy per group of (dataset, profile, protocol, victim, source,
-    defense, seed, n): the share of clouds classified correctly clean *and* under every attack
-    of the group (a cloud counts once, failed cells ignored)."""
+def _roles(part: pd.DataFrame) -> pd.Series:
+    return part["attack_role"].fillna("").astype(str) if "attack_role" in part.columns else pd.Series("", index=part.index)
+
+
+def survival(frame: pd.DataFrame, *, strong_only: bool = False) -> dict[tuple[Any, ...], np.ndarray]:
+    """Per group of :data:`GROUP_COLUMNS` (one defended model's cells), which clouds are
+    classified correctly clean *and* under every attack of the group: bool ``[n]``.
+
+    Minimum-norm attacks (``attack_role == "min-norm"``, unbounded) never count. With
+    ``strong_only`` only the strong attacks count (``attack_role == "strong"``; AutoAttack's
+    convention over the attacks meant to break an undefended model). Failed cells are ignored;
+    a group whose cells disagree on ``n`` is left out.
+    """
     ok = _with_key_columns(frame[frame["status"] == "ok"])
-    group = list(GROUP_COLUMNS)
-    out = {}
-    for key, part in ok.groupby(group, sort=True, dropna=False):
-        outcomes = [decode_outcomes(o) for o in part["outcomes"] if isinstance(o, str) and o]
+    out: dict[tuple[Any, ...], np.ndarray] = {}
+    for key, part in ok.groupby(list(GROUP_COLUMNS), sort=True, dropna=False):
+        roles = _roles(part)
+        keep = (part["attack"] == "clean") | ((roles == "strong") if strong_only else (roles != "min-norm"))
+        outcomes = [decode_outcomes(o) for o in part.loc[keep, "outcomes"] if isinstance(o, str) and o]
         if not outcomes or len({o.size for o in outcomes}) != 1:
             continue
-        out[key] = float(np.logical_and.reduce(outcomes).mean())
-    return pd.Series(out, dtype=float)
+        out[key] = np.logical_and.reduce(outcomes)
+    return out
+
+
+def worst_case(frame: pd.DataFrame, *, strong_only: bool = False) -> pd.Series:
+    """Worst-case robust accuracy per group of :data:`GROUP_COLUMNS`: the share of clouds that
+    :func:`survival` keeps (clean and every attack, or every strong attack)."""
+    return pd.Series({k: float(v.mean()) for k, v in survival(frame, strong_only=strong_only).items()}, dtype=float)
+
+
+def min_norm_distances(frame: pd.DataFrame) -> dict[tuple[Any, ...], np.ndarray]:
+    """Per group of :data:`GROUP_COLUMNS` with a minimum-norm attack row (and its clean row):
+    each cloud's effective minimal distance (``benchmark.curves.effective_distances``)."""
+    from benchmark.curves import effective_distances
+
+    ok = _with_key_columns(frame[frame["status"] == "ok"])
+    out: dict[tuple[Any, ...], np.ndarray] = {}
+    for key, part in ok.groupby(list(GROUP_COLUMNS), sort=True, dropna=False):
+        clean = part[part["attack"] == "clean"]
+        norm = part[_roles(part) == "min-norm"]
+        if clean.empty or norm.empty or not isinstance(clean["outcomes"].iloc[-1], str):
+            continue
+        row = norm.iloc[-1]
+        if not (isinstance(row.get("distances"), str) and isinstance(row.get("outcomes"), str)):
+            continue
+        out[key] = effective_distances(decode_outcomes(clean["outcomes"].iloc[-1]), decode_outcomes(row["outcomes"]),
+                                       decode_distances(row["distances"]))
+    return out
 
 
 def _with_key_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -309,25 +370,38 @@ def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows = ``clean`` + attacks + ``mean over attacks`` + ``worst case``, columns = defenses
-    (``none`` first), cells = accuracy in percent, for the rows of one (dataset, protocol).
-    A variant (``benchmark.variants``) is its own row or column, labelled."""
+    """Rows = ``clean`` + attacks + ``mean over attacks`` + ``worst case`` (+ ``worst case
+    (strong)`` and ``median min L2`` when the rows hold strong / minimum-norm attacks),
+    columns = defenses (``none`` first), cells = accuracy in percent (the median minimal L2
+    distance in cloud units), for the rows of one (dataset, protocol). A variant
+    (``benchmark.variants``) is its own row or column, labelled. The mean and worst cases
+    leave minimum-norm attacks out (they have no budget)."""
+    from benchmark.curves import median_distance
+
     ok = with_labels(frame[frame["status"] == "ok"])
     if ok.empty:
         return pd.DataFrame()
     table = ok.pivot_table(index="attack", columns="defense", values="accuracy", aggfunc="last") * 100
     attacks = [a for a in dict.fromkeys(ok["attack"]) if a != "clean"]
+    roles = dict(zip(ok["attack"], _roles(ok)))
+    bounded = [a for a in attacks if roles.get(a) != "min-norm"]
     order = (["clean"] if "clean" in table.index else []) + attacks
     table = table.reindex(order)
     defenses = list(dict.fromkeys(ok["defense"]))
     defenses = (["none"] if "none" in defenses else []) + [d for d in defenses if d != "none"]
     table = table[defenses]
-    if attacks:
-        table.loc["mean over attacks"] = table.loc[attacks].mean(axis=0)
-        worst = worst_case(ok)
-        at = GROUP_COLUMNS.index("defense")
-        table.loc["worst case"] = [
-            100 * worst[[k for k in worst.index if k[at] == d]].min() if any(k[at] == d for k in worst.index) else np.nan
-            for d in defenses
-        ]
+    at = GROUP_COLUMNS.index("defense")
+
+    def per_defense(values: Mapping[tuple[Any, ...], float], scale: float = 100.0) -> list[float]:
+        return [scale * min(v for k, v in values.items() if k[at] == d) if any(k[at] == d for k in values) else np.nan
+                for d in defenses]
+
+    if bounded:
+        table.loc["mean over attacks"] = table.loc[bounded].mean(axis=0)
+        table.loc["worst case"] = per_defense(worst_case(ok).to_dict())
+        if any(roles.get(a) == "strong" for a in bounded):
+            table.loc["worst case (strong)"] = per_defense(worst_case(ok, strong_only=True).to_dict())
+    distances = {k: median_distance(v) for k, v in min_norm_distances(ok).items()}
+    if distances:
+        table.loc["median min L2"] = per_defense(distances, scale=1.0)
     return table

@@ -31,22 +31,25 @@ CELLS = [
 ]
 
 
-def write_results(folder: Path, cells=CELLS, reverse: bool = False) -> Path:
+def write_results(folder: Path, cells=CELLS, reverse: bool = False, n: int = 10,
+                  roles: dict | None = None, distances: dict | None = None) -> Path:
     """A results CSV as `bench run` writes it (only the columns the leaderboard reads)."""
+    roles = {"pgd": "strong", "drop-100": "weak"} if roles is None else roles
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for defense, attack, outcome in cells:
         row = {"dataset": "synthshapes", "profile": "smoke", "protocol": "transfer", "victim": "pointnet-lite",
                "source": "" if attack == "clean" else "pointnet-lite", "defense": defense, "attack": attack,
-               "seed": 0, "n": 10, "defense_params": SOR if defense == "sor" else "{}",
+               "seed": 0, "n": n, "defense_params": SOR if defense == "sor" else "{}",
                "attack_params": {"pgd": PGD, "drop-100": DROP}.get(attack, ""), "dataset_fingerprint": "abc123",
-               "victim_hash": "feedbeef", "cost_ratio": {"none": 1.0, "sor": 1.5, "srs": 1.25}[defense],
-               "run_id": "run-1", "pcrb_version": "0.1.0", "device": "cpu"}
+               "victim_hash": "feedbeef", "cost_ratio": {"none": 1.0, "sor": 1.5, "srs": 1.25}.get(defense, 1.0),
+               "run_id": "run-1", "pcrb_version": "0.1.0", "device": "cpu", "attack_role": roles.get(attack, ""),
+               "distances": (distances or {}).get(attack, "")}
         if outcome == "failed":
             row.update(status="failed", error="RuntimeError: out of points")
         else:
             k = outcome.count("1")
-            row.update(status="ok", correct=k, accuracy=k / 10, outcomes=bits(outcome), error="",
+            row.update(status="ok", correct=k, accuracy=k / n, outcomes=bits(outcome), error="",
                        attack_success=0.5 if attack != "clean" else "")
         rows.append(row)
     if reverse:
@@ -59,20 +62,42 @@ def write_results(folder: Path, cells=CELLS, reverse: bool = False) -> Path:
     return path
 
 
-def test_leaderboard_ranks_defenses_by_mean_robust_accuracy_with_wilson_intervals(tmp_path):
+def test_leaderboard_ranks_defenses_by_worst_case_over_the_strong_attacks_with_wilson_intervals(tmp_path):
     write_results(tmp_path / "results")
     text = write_leaderboard(tmp_path / "results", tmp_path / "leaderboard.md").read_text()
     assert text.startswith(GENERATED_NOTICE + "\n")
     assert "## synthshapes · transfer · victim pointnet-lite · profile smoke · n=10 · seed 0" in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert table[0] == "| rank | defense | avg robust | worst case | clean | drop-100 | pgd |"
-    # srs: mean(60, 50) = 55 > none: mean(50, 30) = 40; sor is incomplete (drop-100 failed): last
-    assert table[1] == ("| 1 | **srs** | 55.0 | 40.0 [16.8, 68.7] | 70.0 [39.7, 89.2] | 60.0 [31.3, 83.2] | "
+    assert table[0] == "| rank | defense | worst case (strong) | vs none | avg robust | clean | pgd | drop-100 |"
+    # worst case over the strong pgd: srs 50 > none 30; sor is incomplete (drop-100 failed): last.
+    # vs none: srs survives 2 clouds none does not and none no cloud srs does not: exact p = 2 / 2^2
+    assert table[1] == ("| 1 | **srs** | 50.0 [23.7, 76.3] | +20.0 (p=0.5) | 55.0 | 70.0 [39.7, 89.2] | "
+                        "50.0 [23.7, 76.3] | 60.0 [31.3, 83.2] |")
+    assert table[2] == ("| 2 | **none** | 30.0 [10.8, 60.3] | – | 40.0 | 90.0 [59.6, 98.2] | 30.0 [10.8, 60.3] | "
                         "50.0 [23.7, 76.3] |")
-    assert table[2] == ("| 2 | **none** | 40.0 | 30.0 [10.8, 60.3] | 90.0 [59.6, 98.2] | 50.0 [23.7, 76.3] | "
-                        "30.0 [10.8, 60.3] |")
-    assert table[3] == ("| 3 | **sor** | 60.0 † | 60.0 [31.3, 83.2] † | 80.0 [49.0, 94.3] | failed | "
-                        "60.0 [31.3, 83.2] |")
+    assert table[3] == ("| 3 | **sor** | 60.0 [31.3, 83.2] † | +30.0 (p=0.25) | 60.0 † | 80.0 [49.0, 94.3] | "
+                        "60.0 [31.3, 83.2] | failed |")
+    assert "weak ones (`drop-100`)" in text
+
+
+def test_significant_differences_are_marked_and_min_norm_distances_give_a_median(tmp_path):
+    from benchmark.store import encode_distances
+
+    n = 40
+    strong_none, strong_def = "1" * 5 + "0" * 35, "1" * 25 + "0" * 15  # 20 discordant clouds, all one way
+    distances = [0.1 * (i + 1) for i in range(n)]
+    cells = [("none", "clean", "1" * n), ("none", "pgd", strong_none), ("none", "fmn", "0" * n),
+             ("srs", "clean", "1" * n), ("srs", "pgd", strong_def), ("srs", "fmn", "1" * 30 + "0" * 10)]
+    write_results(tmp_path / "results", cells, n=n, roles={"pgd": "strong", "fmn": "min-norm"},
+                  distances={"fmn": encode_distances(distances)})
+    text = write_leaderboard(tmp_path / "results", tmp_path / "leaderboard.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[0] == "| rank | defense | worst case (strong) | vs none | avg robust | median min L2 | clean | pgd | fmn |"
+    srs = table[1].split(" | ")
+    assert srs[1] == "**srs**" and srs[3] == "+50.0 (p=<0.001)*" and srs[7].endswith("*")  # pgd cell marked
+    # none: every fmn example fools it: median of 0.1 .. 4.0 = 2.05; srs: 30 clouds never fooled -> inf
+    assert table[2].split(" | ")[5] == "2.050" and srs[5] == "∞"
+    assert "avg robust" in text and "median min L2" in text
 
 
 def test_leaderboard_header_names_every_parameter_and_the_command(tmp_path):
