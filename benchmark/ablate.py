@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Ablation", "ablation_dir", "ablation_markdown", "ablation_summary", "column_name", "variants_of"]
+__all__ = ["Ablation", "ablation_dir", "ablation_markdown", "ablation_summary", "column_name", "per_cloud", "variants_of"]
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,33 @@ def column_name(defense: str, variant: str, full: str) -> str:
     return defense if variant == full else f"{defense}-{variant}"
 
 
+def per_cloud(rows: pd.DataFrame, defense: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """For the defense column ``defense`` of one protocol's rows: per cloud, the share of the
+    bounded attacks it survives (whose mean is the mean robust accuracy) and whether it survives
+    clean and every attack (strong ones when the rows name any): ``(scores, survived)``, None
+    where the outcomes are missing."""
+    from benchmark.store import decode_outcomes
+
+    mine = rows[(rows["defense"] == defense) & (rows["status"] == "ok")]
+    roles = mine["attack_role"].fillna("").astype(str) if "attack_role" in mine.columns else pd.Series("", index=mine.index)
+    attacked = mine[(mine["attack"] != "clean") & (roles != "min-norm")]
+    outcomes = {a: decode_outcomes(o) for a, o in zip(attacked["attack"], attacked["outcomes"]) if isinstance(o, str) and o}
+    clean = mine[mine["attack"] == "clean"]["outcomes"]
+    if not outcomes or clean.empty or not isinstance(clean.iloc[-1], str):
+        return None, None
+    strong = set(attacked.loc[roles.loc[attacked.index] == "strong", "attack"])
+    kept = [v for a, v in outcomes.items() if a in strong] if strong else list(outcomes.values())
+    scores = np.mean(np.stack(list(outcomes.values())), axis=0)
+    survived = np.logical_and.reduce([decode_outcomes(clean.iloc[-1]), *kept])
+    return scores, survived
+
+
 def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ablation]) -> pd.DataFrame:
     """One row per variant (and ``none``) of one protocol's results: clean, mean and worst-case
-    robust accuracy (percent), the change in mean vs the full method, the paper's number."""
+    robust accuracy (percent), the change in mean vs the full method with paired p-values on the
+    same clouds (sign-flip permutation test of the per-cloud share of attacks survived; exact
+    McNemar of the worst case: ``benchmark.stats``), the paper's number."""
+    from benchmark.stats import mcnemar, paired_permutation
     from benchmark.store import summary_table
 
     table = summary_table(rows)
@@ -74,23 +98,36 @@ def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ab
     columns = {"none": ("none", Ablation(what="no defense"))}
     columns.update({column_name(defense, k, full): (k, v) for k, v in variants.items()})
     robust = "mean over attacks" in table.index
+    worst_row = "worst case (strong)" if "worst case (strong)" in table.index else "worst case"
     reference = table.get(defense)
+    full_scores, full_survived = per_cloud(rows, defense)
     out = []
     for column, (variant, ablation) in columns.items():
         if column not in table.columns:
             continue
         values = table[column]
         mean = float(values["mean over attacks"]) if robust else np.nan
+        scores, survived = per_cloud(rows, column)
+        compare = column != defense and scores is not None and full_scores is not None \
+            and scores.shape == full_scores.shape
         out.append({
             "variant": variant, "defense": column, "what": ablation.what,
             "changes": ", ".join(f"{k}={_fmt(v)}" for k, v in ablation.changes.items()) or "-",
             "clean": float(values.get("clean", np.nan)), "mean robust": mean,
-            "worst case": float(values["worst case"]) if robust else np.nan,
+            "worst case": float(values[worst_row]) if robust else np.nan,
             "delta mean": (mean - float(reference["mean over attacks"])) if (robust and reference is not None
                                                                             and column != "none") else np.nan,
+            "p mean": paired_permutation(scores, full_scores).p_value if compare else np.nan,
+            "p worst": mcnemar(survived, full_survived).p_value if compare else np.nan,
             "paper mean": ablation.paper if ablation.paper is not None else np.nan,
         })
     return pd.DataFrame(out)
+
+
+def _p(value: float) -> str:
+    if value != value:  # NaN
+        return "-"
+    return ("<0.001" if value < 0.001 else f"{value:.2g}") + ("*" if value < 0.05 else "")
 
 
 def _fmt(value: Any) -> str:
@@ -117,20 +154,22 @@ def ablation_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, A
     lines += [f"Dataset `{first['dataset']}`, profile `{first['profile']}`, victim `{first['victim']}`, "
               f"n = {int(first['n'])} test clouds, attacks: {', '.join(attacks)}. Accuracy in percent; "
               "'mean robust' is the mean over the attacks, 'worst case' the share of clouds that survive every "
-              "attack, 'delta' the change in mean robust accuracy against the full method. 'paper' is the MRPD "
-              "paper's ModelNet40 number for the same variant (real data, EVA02 teachers): compare directions, "
-              "not values.", ""]
+              "(strong) attack, 'delta' the change in mean robust accuracy against the full method; 'p mean' and "
+              "'p worst' test that change and the worst case's against the full method on the same clouds "
+              "(paired: sign-flip permutation test of each cloud's share of attacks survived; exact McNemar); "
+              "`*` marks p < 0.05. 'paper' is the MRPD paper's ModelNet40 number for the same variant (real data, "
+              "EVA02 teachers): compare directions, not values.", ""]
     for protocol, part in ok.groupby("protocol", sort=False):
         summary = ablation_summary(part, defense, variants)
         if summary.empty:
             continue
         lines += [f"## {protocol}", "",
-                  "| variant | what | changes | clean | mean robust | worst case | delta | paper |",
-                  "|---|---|---|---:|---:|---:|---:|---:|"]
+                  "| variant | what | changes | clean | mean robust | worst case | delta | p mean | p worst | paper |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for _, r in summary.iterrows():
             lines.append(f"| {r['variant']} | {r['what']} | {r['changes']} | {_cell(r['clean'])} | "
                          f"{_cell(r['mean robust'])} | {_cell(r['worst case'])} | {_cell(r['delta mean'], True)} | "
-                         f"{_cell(r['paper mean'])} |")
+                         f"{_p(r['p mean'])} | {_p(r['p worst'])} | {_cell(r['paper mean'])} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -473,11 +473,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     for protocol, part in mine[mine["status"] == "ok"].groupby("protocol", sort=False):
         summary = ablation_summary(part, name, variants)
         table = Table(title=f"{name} ablations · {cfg.dataset.name} · {protocol} · accuracy %", title_justify="left")
-        for col in ("variant", "clean", "mean robust", "worst case", "delta mean", "paper mean", "what"):
+        for col in ("variant", "clean", "mean robust", "worst case", "delta mean", "p mean", "p worst", "paper mean",
+                    "what"):
             table.add_column(col, justify="left" if col in ("variant", "what") else "right")
         for _, r in summary.iterrows():
             cells = [("-" if r[c] != r[c] else (f"{r[c]:+.1f}" if c == "delta mean" else f"{r[c]:.1f}"))
-                     for c in ("clean", "mean robust", "worst case", "delta mean", "paper mean")]
+                     for c in ("clean", "mean robust", "worst case", "delta mean")]
+            cells += [("-" if r[c] != r[c] else (f"{r[c]:.2g}" + ("*" if r[c] < 0.05 else ""))) for c in ("p mean", "p worst")]
+            cells.append("-" if r["paper mean"] != r["paper mean"] else f"{r['paper mean']:.1f}")
             table.add_row(str(r["variant"]), *cells, str(r["what"]))
         wide.print(table)
     console.print(f"results: {runner.store.csv_path(cfg.dataset.name)}; table: {out / 'ablation.md'}")

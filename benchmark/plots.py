@@ -1,12 +1,15 @@
-"""``bench plot``: figures from the result tables (matplotlib, an optional extra).
+"""``bench plot``: figures from the result tables (matplotlib).
 
     make_plots("results", "results/plots") -> [paths of the PNG files written]
 
-Three kinds of figure, all PNG under the output folder:
+Four kinds of figure, all PNG under the output folder:
 
 - ``accuracy_<section>.png`` — per leaderboard section (dataset, protocol, victim, profile,
   n, seed): grouped bars of accuracy per attack (and clean) per defense, with the 95%
   Wilson interval as error bars; failed cells marked ``×``.
+- ``curves_<section>.png`` — robust accuracy at every L2 budget per defense, from one
+  minimum-norm attack (``fmn``) per cell (``benchmark.curves``), with each defense's median
+  minimal distance in the legend.
 - ``sweep_<key>_<section>.png`` — from ``bench run --sweep KEY=V1,V2,...``: accuracy vs the
   swept value, one line per defense (for an ``attacks.<name>.<field>`` sweep, the accuracy
   under that attack; otherwise the mean over attacks). Each sweep value's rows live in
@@ -40,6 +43,7 @@ __all__ = [
     "parse_sweep",
     "plot_accuracy_bars",
     "plot_examples",
+    "plot_robustness_curves",
     "plot_sweeps",
     "read_sweeps",
     "sweep_out_dir",
@@ -222,7 +226,45 @@ def plot_accuracy_bars(frame: pd.DataFrame, out_dir: str | os.PathLike[str]) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# (b) sweeps
+# (b) robustness curves from the minimum-norm attack
+# ---------------------------------------------------------------------------------------------
+def plot_robustness_curves(frame: pd.DataFrame, out_dir: str | os.PathLike[str], points: int = 200) -> list[Path]:
+    """Robust accuracy vs L2 budget per defense, from the minimum-norm attack's rows
+    (``benchmark.curves``): one figure per leaderboard section that has them."""
+    from benchmark.curves import median_distance, robust_accuracy_curve
+    from benchmark.store import GROUP_COLUMNS, min_norm_distances
+
+    written = []
+    at = GROUP_COLUMNS.index("defense")
+    for section, rows in sections(with_labels(frame)).items():
+        curves = {k[at]: v for k, v in min_norm_distances(rows).items()}
+        if not curves:
+            continue
+        finite = np.concatenate([v[np.isfinite(v)] for v in curves.values()])
+        top = float(np.quantile(finite, 0.98)) * 1.1 if finite.size else 1.0
+        budgets = np.linspace(0.0, max(top, 1e-6), points)
+        fig = _figure(figsize=(6.0, 4.2))
+        ax = fig.add_subplot()
+        for defense in _defense_order(list(curves)):
+            effective = curves[defense]
+            median = median_distance(effective)
+            label = f"{defense} (median {'∞' if math.isinf(median) else f'{median:.3f}'})"
+            ax.plot(budgets, 100 * robust_accuracy_curve(effective, budgets), label=label, drawstyle="steps-post")
+        ax.axhline(50, color="grey", linewidth=0.6, linestyle=":")
+        ax.set_xlabel("L2 budget over all coordinates (cloud units)")
+        ax.set_ylabel("robust accuracy (%)")
+        ax.set_ylim(0, 105)
+        ax.set_xlim(0, budgets[-1])
+        ax.set_title(section.title() + "\nfrom the minimum-norm attack (one run)", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(_save(fig, Path(out_dir) / f"curves_{_section_slug(section)}.png"))
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) sweeps
 # ---------------------------------------------------------------------------------------------
 def plot_sweeps(results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Path]:
     """Accuracy vs swept value per defense, one figure per (sweep key, section); files written."""
@@ -281,7 +323,7 @@ def plot_sweeps(results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
 
 
 # ---------------------------------------------------------------------------------------------
-# (c) clean vs adversarial clouds
+# (d) clean vs adversarial clouds
 # ---------------------------------------------------------------------------------------------
 def _scatter(ax: Any, points: np.ndarray, colour: Any, title: str) -> None:
     # the clouds are y-up (SynthShapes, ModelNet): draw y as the vertical axis
@@ -375,7 +417,9 @@ def make_plots(results_dir: str | os.PathLike[str] = "results", out_dir: str | o
     if not results.is_dir():
         raise FileNotFoundError(f"results folder '{results}' does not exist; run `bench run` first or pass --results DIR")
     out = Path(out_dir) if out_dir is not None else results / "plots"
-    written = plot_accuracy_bars(ResultStore(results).read(), out)
+    frame = ResultStore(results).read()
+    written = plot_accuracy_bars(frame, out)
+    written += plot_robustness_curves(frame, out)
     written += plot_sweeps(results, out)
     if samples > 0:
         written += plot_examples(results, out, cache_dir=cache_dir, samples=samples, log=log)
