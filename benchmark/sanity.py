@@ -21,6 +21,12 @@ before believing a robustness number. The ones a results table can answer on its
    (gradient masking, missing BPDA/EOT, too few steps).
 4. **attack helps** — accuracy under an attack is far above clean accuracy on the very model the
    attack was crafted against: the attack moves the wrong way (loss sign, targets).
+5. **min-norm attack** — a minimum-norm attack (``attack_role == "min-norm"``) that does not
+   fool every cloud of the undefended model, or that reports for some cloud a minimal L2
+   distance above the budget of a bounded L2 attack that fooled it (it missed a closer
+   example). Check 1 also covers every attack tagged ``strong`` in every profile but
+   ``smoke``: they must fool >= 90% of the undefended model's clouds at their profile's
+   settings.
 
 Accuracies are fractions in ``[0, 1]`` (the store's ``accuracy`` / ``attack_success``
 columns); thresholds are fractions too (``0.10`` = 10 points). Only rows with
@@ -85,6 +91,7 @@ def sanity_warnings(
     if ok.empty:
         return []
     out = _weak_attacks(ok, min_success, strong_attacks, profiles, paper_params or {})
+    out += _min_norm_checks(ok, min_success)
     out += _budget_sweeps(ok, sweep_tolerance)
     out += _gradient_masking(ok, gap)
     out += _attacks_that_help(ok, gap)
@@ -187,12 +194,16 @@ def _finite(value: Any) -> bool:
 def _weak_attacks(ok: pd.DataFrame, min_success: float, strong: Sequence[str], profiles: Sequence[str],
                   paper_params: Mapping[str, Mapping[str, Any]]) -> list[str]:
     out, seen = [], set()
-    rows = ok[(ok["defense"] == UNDEFENDED) & ok["attack"].isin(list(strong))].copy()
+    roles = ok["attack_role"].fillna("").astype(str) if "attack_role" in ok.columns else pd.Series("", index=ok.index)
+    # the attacks named here (at paper budgets) and, in every profile but smoke, those tagged strong
+    named = ok["attack"].isin(list(strong)) | ((roles == "strong") & (ok["profile"] != "smoke"))
+    rows = ok[(ok["defense"] == UNDEFENDED) & named].copy()
+    rows["_tagged"] = roles.loc[rows.index] == "strong"
     rows["_order"] = rows["protocol"].map({"transfer": 0, "blackbox": 1, "adaptive": 2}).fillna(3)
     for _, row in rows.sort_values(["dataset", "profile", "victim", "attack", "_order"], kind="stable").iterrows():
         params = _params(row["attack_params"])
         wanted = paper_params.get(row["attack"])
-        at_paper = row["profile"] in profiles or (
+        at_paper = row["profile"] in profiles or bool(row["_tagged"]) or (
             wanted is not None and all(params.get(k) == v for k, v in wanted.items()))
         success = row["attack_success"]
         if not at_paper or not _finite(success) or success >= min_success:
@@ -203,13 +214,62 @@ def _weak_attacks(ok: pd.DataFrame, min_success: float, strong: Sequence[str], p
         if key in seen:
             continue
         seen.add(key)
+        setting = "as a strong attack at its profile's settings" if row["_tagged"] else "at paper budgets"
         out.append(
             f"weak attack: {row['attack']} succeeds on only {_pct(success)} of the clouds of the undefended "
-            f"{row['source'] or row['victim']} {_where(row)}, below {_pct(min_success)} at paper budgets; robust "
+            f"{row['source'] or row['victim']} {_where(row)}, below {_pct(min_success)} {setting}; robust "
             "accuracy under a failing attack means nothing: check its steps, step size and loss, and that "
             "gradients reach the input"
         )
     return out
+
+
+def _min_norm_checks(ok: pd.DataFrame, min_success: float, slack: float = 0.02) -> list[str]:
+    """A minimum-norm attack must fool (nearly) every cloud of the model it attacks, and no
+    bounded L2 attack may fool a cloud within a budget below that cloud's minimal distance
+    (then the minimum-norm attack missed a closer adversarial example)."""
+    from benchmark.store import decode_distances, decode_outcomes
+
+    if "attack_role" not in ok.columns or "distances" not in ok.columns:
+        return []
+    out = []
+    roles = ok["attack_role"].fillna("").astype(str)
+    own = ok[(ok["defense"] == UNDEFENDED) & (roles == "min-norm")]
+    for _, row in own.sort_values(["dataset", "profile", "protocol", "victim", "attack"], kind="stable").iterrows():
+        success = row["attack_success"]
+        if _finite(success) and success < min_success and row["profile"] != "smoke":
+            out.append(f"min-norm attack: {row['attack']} fools only {_pct(success)} of the clouds of the undefended "
+                       f"{row['source'] or row['victim']} {_where(row)}; an unbounded attack should fool every cloud: "
+                       "give it more steps or a larger step")
+        if not isinstance(row.get("distances"), str) or row["protocol"] != "transfer":
+            continue
+        distances = decode_distances(row["distances"])
+        same = ok[(ok["dataset"] == row["dataset"]) & (ok["profile"] == row["profile"]) & (ok["victim"] == row["victim"])
+                  & (ok["protocol"] == "transfer") & (ok["defense"] == UNDEFENDED) & (ok["attack"] != row["attack"])
+                  & (ok["n"] == row["n"])]
+        for _, other in same.sort_values("attack", kind="stable").iterrows():
+            params = _params(other["attack_params"])
+            budget = _budget_of(params)
+            if params.get("norm", "l2") != "l2" or budget <= 0 or not isinstance(other["outcomes"], str):
+                continue
+            fooled = ~decode_outcomes(other["outcomes"])
+            if fooled.shape != distances.shape:
+                continue
+            closer = fooled & (distances > budget * (1 + slack))
+            if closer.mean() > slack:
+                out.append(f"min-norm attack: {other['attack']} fools {_pct(closer.mean())} of the clouds of the "
+                           f"undefended {row['victim']} {_where(row)} within L2 {budget:.3g}, below the distance "
+                           f"{row['attack']} found for them: {row['attack']} misses closer examples; give it more steps")
+    return out
+
+
+def _budget_of(params: Mapping[str, Any]) -> float:
+    """An attack's absolute global L2 budget from its parameters (0 when it has none, or when it
+    scales with the cloud size, which the row does not record)."""
+    budget = params.get("budget")
+    if not _finite(budget) or params.get("budget_scale", "absolute") != "absolute":
+        return 0.0
+    return float(budget)
 
 
 def _budget_sweeps(ok: pd.DataFrame, tolerance: float) -> list[str]:

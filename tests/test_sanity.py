@@ -247,3 +247,28 @@ def test_missing_columns_disable_checks_instead_of_failing(missing, disabled):
             assert line.startswith("gradient masking: sor under pgd")
         else:
             assert line == by_check[check]  # the checks that remain say exactly what they said
+
+
+def test_a_strong_attack_below_90_percent_is_flagged_in_every_profile_but_smoke():
+    knn = {"num_iter": 100}
+    rows = [row("none", "knn", 0.5, profile="default", success=0.48, params=knn, attack_role="strong"),
+            row("none", "knn", 0.5, profile="smoke", success=0.10, params=knn, attack_role="strong"),
+            row("none", "drop-100", 0.7, profile="default", success=0.23, params={"num_drop": 100}, attack_role="weak")]
+    found = sanity_warnings(frame(*rows))
+    assert len(found) == 1 and found[0].startswith("weak attack: knn succeeds on only 48.0%")
+    assert "as a strong attack at its profile's settings" in found[0]
+
+
+def test_a_min_norm_attack_must_fool_every_cloud_and_find_the_closest_examples():
+    from benchmark.store import encode_distances, encode_outcomes
+
+    n = 50
+    distances = [0.05] * 10 + [0.5] * 40
+    pgd_fooled = [True] * 10 + [True] * 5 + [False] * 35  # 5 clouds pgd fools within 0.08 that fmn put at 0.5
+    rows = [row("none", "fmn", 0.0, profile="default", success=0.8, params={"steps": 50}, attack_role="min-norm",
+                n=n, distances=encode_distances(distances), outcomes=encode_outcomes([False] * n)),
+            row("none", "pgd", 0.7, profile="default", success=0.3, params=PGD, attack_role="weak", n=n,
+                outcomes=encode_outcomes([not f for f in pgd_fooled]))]
+    found = sanity_warnings(frame(*rows))
+    assert [w.split(":")[0] for w in found] == ["min-norm attack", "min-norm attack"]
+    assert "fools only 80.0%" in found[0] and "pgd fools 10.0% of the clouds" in found[1] and "within L2 0.08" in found[1]
