@@ -12,8 +12,9 @@ then at shrinking intervals of at least 6%) when the loss decreased in fewer tha
 of the steps since the last checkpoint, or when neither the step size nor the best loss
 changed since the last one; a halving also moves the iterate back to the best point found
 (the lowest loss). Restarts begin again from a fresh random start, for the samples not yet
-fooled. A sample leaves the batch once an iterate fools the model: only the samples still
-being attacked cost model passes.
+fooled. The kept cloud is the most adversarial iterate (the lowest loss among those that
+fool the model); with ``early_stop`` a sample instead stops, and leaves the batch, at its
+first fooling iterate.
 
 Balls (``norm``): ``l2`` = the global L2 ball over all 3N coordinates (direction
 ``g / ||g||``; the budgets of the ``paper`` (absolute) and ``ifd`` (``sqrt3k``) presets),
@@ -71,10 +72,13 @@ class APGD(Attack):
         rho: the share of loss-decreasing steps below which a checkpoint halves the step.
         momentum: ``a`` of the update (0.75 in the paper).
         seed: seeds the targets and the random starts per (seed, sample index, restart).
+        early_stop: a cloud stops at its first fooling iterate (and leaves the batch); by
+            default it keeps maximising the loss inside the ball, as AutoAttack does, so its
+            example is the most adversarial one found (what a transferred example needs).
 
     ``iterations``: per sample, the iterations (over all restarts) before the first iterate
-    that fooled the model, ``restarts * steps`` when none did. The returned cloud is that
-    iterate, else the lowest-loss one.
+    that fooled the model, ``restarts * steps`` when none did. The returned cloud is the
+    lowest-loss iterate that fooled the model, else the lowest-loss iterate.
     """
 
     budget: float = positive(0.08)
@@ -88,6 +92,7 @@ class APGD(Attack):
     rho: float = fraction(0.75)
     momentum: float = param(0.75, gt=0.0, le=1.0)
     seed: int = param(0)
+    early_stop: bool = param(False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -126,20 +131,18 @@ class APGD(Attack):
         self, model: nn.Module, points: Tensor, labels: Tensor, targets: Tensor | None, *, indices: Tensor
     ) -> tuple[Tensor, Tensor]:
         batch, n, _ = points.shape
-        eps = self.epsilon(n)
         points = points.detach()
+        state = _Kept(points.clone(), torch.full((batch,), float("inf"), device=points.device, dtype=points.dtype),
+                      torch.zeros(batch, dtype=torch.bool, device=points.device),
+                      torch.full((batch,), self.restarts * self.steps, dtype=torch.long, device=points.device))
         tgt = targets if self.targeted else None
-        out = points.clone()
-        best_loss_any = torch.full((batch,), float("inf"), device=points.device, dtype=points.dtype)
-        iterations = torch.full((batch,), self.restarts * self.steps, dtype=torch.long, device=points.device)
-        fooled = torch.zeros(batch, dtype=torch.bool, device=points.device)
         marks = set(checkpoints(self.steps))
         for r in range(self.restarts):
-            active = (~fooled).nonzero().flatten()
+            active = (~state.fooled).nonzero().flatten()  # a restart only for the clouds not fooled yet
             if active.numel() == 0:
                 break
-            self._run(model, points, labels, tgt, indices, r, eps, active, marks, out, best_loss_any, iterations, fooled)
-        return out, iterations
+            self._run(model, points, labels, tgt, indices, r, self.epsilon(n), active, marks, state)
+        return state.points, state.first
 
     def _evaluate(self, model: nn.Module, x: Tensor, labels: Tensor, targets: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """``(loss [B], grad [B, N, 3], fooled [B])`` at ``x``."""
@@ -152,28 +155,14 @@ class APGD(Attack):
         return loss.detach(), grad.detach(), ok
 
     def _run(self, model: nn.Module, points: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor,
-             restart: int, eps: float, active: Tensor, marks: set[int], out: Tensor, best_loss_any: Tensor,
-             iterations: Tensor, fooled: Tensor) -> None:
-        """One restart over the samples ``active`` (global rows), writing into ``out`` etc."""
-        x0, y = points[active], labels[active]
-        t = targets[active] if targets is not None else None
-        x = self._start(x0, indices[active], restart, eps)
+             restart: int, eps: float, rows: Tensor, marks: set[int], state: _Kept) -> None:
+        """One restart over the clouds ``rows`` (global batch rows), updating ``state``."""
+        x0, y = points[rows], labels[rows]
+        t = targets[rows] if targets is not None else None
+        x = self._start(x0, indices[rows], restart, eps)
         loss, grad, ok = self._evaluate(model, x, y, t)
         base = restart * self.steps
-        rows = active  # global row of each local sample still iterating
-
-        def finish(done: Tensor, xs: Tensor, it: int) -> None:
-            """Record the local samples ``done`` as fooled at iteration ``it`` (global bookkeeping)."""
-            g = rows[done]
-            out[g] = xs[done]
-            fooled[g] = True
-            iterations[g] = base + it
-
-        finish(ok, x, 0)
-        keep = ~ok
-        # per-sample state of the samples still iterating
-        x, x0, y, rows, loss, grad = x[keep], x0[keep], y[keep], rows[keep], loss[keep], grad[keep]
-        t = t[keep] if t is not None else None
+        state.record(rows, x, loss, ok, base)
         step = torch.full((x.shape[0],), 2.0 * eps, device=x.device, dtype=x.dtype)
         x_prev = x.clone()
         x_best, loss_best, grad_best = x.clone(), loss.clone(), grad.clone()
@@ -181,7 +170,14 @@ class APGD(Attack):
         loss_best_at_mark = loss_best.clone()
         reduced_at_mark = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         last_mark, prev_loss = 0, loss.clone()
+        keep = ~ok if self.early_stop else torch.ones_like(ok)
         for it in range(1, self.steps + 1):
+            if not bool(keep.all()):  # fooled clouds leave the batch (early_stop): per-cloud state shrinks
+                x, x_prev, x0, y, rows = x[keep], x_prev[keep], x0[keep], y[keep], rows[keep]
+                loss, grad, prev_loss, step, decreases = loss[keep], grad[keep], prev_loss[keep], step[keep], decreases[keep]
+                x_best, loss_best, grad_best = x_best[keep], loss_best[keep], grad_best[keep]
+                loss_best_at_mark, reduced_at_mark = loss_best_at_mark[keep], reduced_at_mark[keep]
+                t = t[keep] if t is not None else None
             if x.shape[0] == 0:
                 return
             a = 1.0 if it == 1 else float(self.momentum)
@@ -190,21 +186,15 @@ class APGD(Attack):
                 x_new = x0 + self._project(x + a * (z - x) + (1.0 - a) * (x - x_prev) - x0, eps)
             x_prev, x = x, x_new
             loss, grad, ok = self._evaluate(model, x, y, t)
+            state.record(rows, x, loss, ok, base + it)
             decreases += (loss < prev_loss).to(x.dtype)
             prev_loss = loss
             better = loss < loss_best
             x_best = torch.where(better[:, None, None], x, x_best)
             grad_best = torch.where(better[:, None, None], grad, grad_best)
             loss_best = torch.where(better, loss, loss_best)
-            finish(ok, x, it)
-            # not-fooled samples keep their lowest-loss iterate as the answer so far
-            lower = loss_best < best_loss_any[rows]
-            still = ~ok & lower
-            out[rows[still]] = x_best[still]
-            best_loss_any[rows[still]] = loss_best[still]
             if it in marks:  # checkpoint: halve the step where progress stalled, back to the best point
-                span = it - last_mark
-                stalled = decreases <= self.rho * span
+                stalled = decreases <= self.rho * (it - last_mark)
                 stalled |= ~reduced_at_mark & (loss_best >= loss_best_at_mark)
                 step = torch.where(stalled, step / 2, step)
                 x = torch.where(stalled[:, None, None], x_best, x)
@@ -212,10 +202,24 @@ class APGD(Attack):
                 reduced_at_mark, loss_best_at_mark = stalled, loss_best.clone()
                 decreases.zero_()
                 last_mark = it
-            keep = ~ok
-            if not bool(keep.all()):
-                x, x_prev, x0, y, rows = x[keep], x_prev[keep], x0[keep], y[keep], rows[keep]
-                loss, grad, prev_loss, step, decreases = loss[keep], grad[keep], prev_loss[keep], step[keep], decreases[keep]
-                x_best, loss_best, grad_best = x_best[keep], loss_best[keep], grad_best[keep]
-                loss_best_at_mark, reduced_at_mark = loss_best_at_mark[keep], reduced_at_mark[keep]
-                t = t[keep] if t is not None else None
+            keep = ~ok if self.early_stop else torch.ones_like(ok)
+
+
+@dataclass
+class _Kept:
+    """Per cloud of the batch: the kept iterate (the lowest-loss one that fooled the model, else
+    the lowest-loss one), its loss, whether it fooled the model, and the first fooling iteration."""
+
+    points: Tensor
+    loss: Tensor
+    fooled: Tensor
+    first: Tensor
+
+    def record(self, rows: Tensor, x: Tensor, loss: Tensor, ok: Tensor, it: int) -> None:
+        """Offer the iterates ``x`` of the global rows ``rows`` (their ``loss``, whether they fool)."""
+        fooled, kept = self.fooled[rows], self.loss[rows]
+        better = (ok & ~fooled) | ((ok == fooled) & (loss < kept))
+        self.first[rows[ok & ~fooled]] = it
+        self.points[rows[better]] = x[better].detach()
+        self.loss[rows] = torch.where(better, loss, kept)
+        self.fooled[rows] = fooled | ok

@@ -11,6 +11,12 @@ Run on demand::
 
     python benchmarks/attack_presets.py                      # CPU, slow
     python benchmarks/attack_presets.py --device cuda --batch-size 256
+    python benchmarks/attack_presets.py --check default      # the profile's settings vs the previous ones
+
+``--check PROFILE`` runs every attack once at the profile's own settings (search schedules
+included: ``early_stop``, learning rates, initial weights) and, for ``default``, once at the
+previous default's settings (:data:`PREVIOUS_DEFAULT`), on the same clouds, and records
+success on the undefended victim and crafting seconds (``attack_presets_<profile>.json``).
 
 Prefix readouts. Adam-based attacks have no schedule that depends on the iteration count,
 so a run with ``num_iter = T`` visits exactly the first ``T + 1`` iterates of a run with a
@@ -298,6 +304,84 @@ def choose(rows: list[dict[str, Any]], target: float, margin: float) -> dict[str
             "plateau": plateau, "plateau_from": "paper setting" if paper else "best measured", "threshold": need}
 
 
+#: The ``default`` profile's attack section before the search schedules of issue 16 (commit 508d07c):
+#: the "before" column of ``--check default``.
+PREVIOUS_DEFAULT: dict[str, dict[str, Any]] = {
+    "pgd": {"steps": 10}, "ifgm": {"steps": 10}, "fgm": {},
+    "cw": {"binary_steps": 1, "num_iter": 50},
+    "knn": {"num_iter": 100},
+    "add-cd": {"binary_steps": 1, "num_iter": 50}, "add-hd": {"binary_steps": 1, "num_iter": 50},
+    "drop-100": {}, "drop-200": {},
+    "advpc": {"restarts": 1, "num_iter": 50},
+    "aof": {"restarts": 1, "num_iter": 35},
+}
+
+
+def check_profile(args: argparse.Namespace) -> int:
+    """``--check PROFILE``: every attack at the profile's own settings ("after") and, where
+    :data:`PREVIOUS_DEFAULT` has it, at the previous default's ("before"), on the same clouds:
+    success on the undefended victim, crafting seconds, median L2. Writes ``--out``."""
+    import attacks  # noqa: F401  (registers the attacks)
+    import models  # noqa: F401
+    from benchmark.cache import resolve_cache_dir
+    from benchmark.config import resolve_config
+    from benchmark.data import load_dataset
+    from benchmark.env import allocator_status, package_versions, resolve_device
+    from benchmark.registry import ATTACKS
+    from models.zoo import Zoo, ZooContext, describe_score
+
+    cfg = resolve_config(args.check, flags={"device": args.device, "cache_dir": args.cache_dir})
+    device = resolve_device(cfg.device)
+    cache_dir = resolve_cache_dir(cfg.cache_dir)
+    data = {split: load_dataset(cfg.dataset.name, split, root=cfg.dataset.root, num_points=cfg.dataset.num_points,
+                                sampling=cfg.dataset.sampling, normalize=cfg.dataset.normalize, seed=cfg.seed,
+                                cache_dir=cache_dir, options=cfg.dataset_options()) for split in ("train", "test")}
+    torch.manual_seed(cfg.seed)
+    zoo = Zoo(ZooContext(train=data["train"], test=data["test"], cache_dir=cache_dir, device=device, seed=cfg.seed,
+                         params=cfg.models, train_config=cfg.train_config, log=lambda m: print(f"  {m}", flush=True)))
+    victim = zoo.get(args.model or cfg.victim)
+    model = victim.model.eval()
+    test = data["test"].subset(range(min(args.limit, len(data["test"]))))
+    points, labels = test.tensors(device)
+    names = ATTACKS.resolve(args.attacks)
+    report: dict[str, Any] = {
+        "what": f"success on the undefended victim and crafting seconds of every attack at the {args.check} profile's "
+                "settings ('after') and at the previous default's ('before'), same clouds (attack_presets.py --check)",
+        "profile": args.check, "victim": args.model or cfg.victim, "victim_weights_sha256": victim.weights_hash,
+        "victim_score": describe_score(victim.meta), "num_clouds": len(points), "num_points": int(points.shape[1]),
+        "device": str(device), "torch": torch.__version__, "pcrb": package_versions().get("pcrb"),
+        "allocator": allocator_status() if device.type == "cpu" else None, "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(), "rows": [],
+    }
+    out_path = Path(args.out)
+    for name in names:
+        settings = [("after", dict(cfg.attacks.get(name) or {}))]
+        if args.check == "default" and name in PREVIOUS_DEFAULT and not args.after_only:
+            settings.insert(0, ("before", PREVIOUS_DEFAULT[name]))
+        for which, params in settings:
+            res = run_attack(name, params, model, zoo.get("pc-autoencoder").model, points, labels, args.batch_size,
+                             cfg.seed)
+            success = res["success"]
+            row = {"attack": name, "which": which, "params": params, "success": float(success.float().mean()),
+                   "n": int(success.numel()), "seconds": res["seconds"], "wall_seconds": res["wall_seconds"],
+                   "role": "min-norm" if "min-norm" in ATTACKS.get(name).tags else
+                   "strong" if "strong" in ATTACKS.get(name).tags else "weak"}
+            report["rows"].append(row)
+            print(f"{name:9s} {which:6s} {_label(params):50s} success {_pct(row['success'])}  {row['seconds']:8.1f} s",
+                  flush=True)
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(report, indent=1))
+    totals = {w: sum(r["seconds"] for r in report["rows"] if r["which"] == w) for w in ("before", "after")}
+    shared = {r["attack"] for r in report["rows"] if r["which"] == "before"}
+    report["total_seconds"] = totals
+    report["total_seconds_shared_attacks_after"] = sum(r["seconds"] for r in report["rows"]
+                                                       if r["which"] == "after" and r["attack"] in shared)
+    out_path.write_text(json.dumps(report, indent=1))
+    print(f"crafting seconds: before {totals['before']:.0f}, after {totals['after']:.0f} "
+          f"({report['total_seconds_shared_attacks_after']:.0f} for the attacks both have); wrote {out_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default", help="profile of the dataset, victim and training (attack "
@@ -315,8 +399,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--knn-iter", type=int, default=2500, help="length of the kNN run (paper: 2,500)")
     ap.add_argument("--quick", action="store_true", help="tiny grids (a test of this script)")
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    ap.add_argument("--out", default=None, help="JSON written (default: attack_presets.json, with --check "
+                    "attack_presets_<profile>.json, beside this script)")
+    ap.add_argument("--check", default=None, metavar="PROFILE", help="instead of sweeping: every attack at this "
+                    "profile's settings (and, for default, the previous default's), success and seconds")
+    ap.add_argument("--after-only", action="store_true", help="with --check: skip the previous settings")
     args = ap.parse_args(argv)
+    if args.check:
+        args.out = args.out or str(Path(__file__).with_name(f"attack_presets_{args.check}.json"))
+        return check_profile(args)
+    args.out = args.out or str(Path(__file__).with_suffix(".json"))
 
     import attacks  # noqa: F401  (registers the attacks)
     import models  # noqa: F401

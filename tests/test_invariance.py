@@ -78,7 +78,7 @@ VARIANTS: list[tuple[str, dict, int]] = [
     ("fmn", {"steps": 15, "targeted": True}, 64),
     # early_stop: fooled samples leave the batch (the reduced presets' search schedule)
     *[(name, {**SETTINGS[name][0], "early_stop": True}, SETTINGS[name][1])
-      for name in ("cw", "add-cd", "knn", "advpc", "aof")],
+      for name in ("cw", "add-cd", "knn", "advpc", "aof", "apgd")],
 ]
 CASES = [(name, *SETTINGS[name]) for name in sorted(SETTINGS)] + VARIANTS
 
