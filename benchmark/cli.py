@@ -214,13 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
         "leaderboard",
         help="regenerate leaderboard.md from the result tables",
         description="Render the result tables (<results>/*.csv and the run records in <results>/runs) into a "
-        "markdown leaderboard: per dataset and protocol, defenses ranked by average robust accuracy, with "
-        "worst-case accuracy, 95% Wilson intervals, every parameter and the command to reproduce. The same "
-        "results always give the same file.",
+        "markdown leaderboard: per dataset and protocol, defenses ranked by worst-case robust accuracy over "
+        "the strong attacks, with a paired McNemar test against none, the paper's average, the median minimal "
+        "L2 distance, 95% Wilson intervals, every parameter and the command to reproduce. The same results "
+        "always give the same file.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p_board.add_argument("--results", default="results", metavar="DIR", help="results folder of bench run")
     p_board.add_argument("--out", default="leaderboard.md", metavar="FILE", help="markdown file to write")
+
+    p_docs = sub.add_parser(
+        "docs",
+        help="rewrite the README's generated sections from the files the code writes",
+        description="Rewrite every '<!-- begin generated: NAME -->' section of README.md and docs/*.md from "
+        "its source (benchmark JSON, result tables); --check only reports the sections that drifted.",
+    )
+    p_docs.add_argument("--check", action="store_true", help="exit 1 when a generated section differs from its source")
+    p_docs.add_argument("--root", default=".", metavar="DIR", help="the project's root folder")
 
     p_plot = sub.add_parser(
         "plot",
@@ -518,6 +528,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from benchmark.docs import check_docs, write_docs
+
+    if args.check:
+        drifted = check_docs(args.root)
+        for name in drifted:
+            print(f"{name}: generated sections differ from their sources; run `bench docs`", file=sys.stderr)
+        return 1 if drifted else 0
+    changed = write_docs(args.root)
+    print(f"rewrote {', '.join(changed)}" if changed else "generated sections are up to date")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from benchmark.plots import MissingExtraError, make_plots
 
@@ -779,7 +802,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"ablate": cmd_ablate, "cache": cmd_cache, "list": cmd_list, "info": cmd_info, "run": cmd_run,
-            "train": cmd_train, "attack": cmd_attack, "leaderboard": cmd_leaderboard, "plot": cmd_plot,
+            "train": cmd_train, "attack": cmd_attack, "leaderboard": cmd_leaderboard, "plot": cmd_plot, "docs": cmd_docs,
             "merge": cmd_merge}
 
 

@@ -44,6 +44,7 @@ from benchmark.store import (
 
 __all__ = [
     "GENERATED_NOTICE",
+    "leaderboard_rows",
     "read_runs",
     "render_leaderboard",
     "reproduce_overrides",
@@ -493,6 +494,30 @@ def _sanity_section(frame: pd.DataFrame) -> list[str]:
                 "far above transfer for the same defense and attack (gradient masking); an attack that raises "
                 "accuracy.", ""]
     return [*out, *(f"- {w.replace('|', '/')}" for w in warnings), ""]
+
+
+def leaderboard_rows(results_dir: str | os.PathLike[str], *, dataset: str, profile: str,
+                     protocol: str) -> list[dict[str, str]]:
+    """The ranking of one section (the first matching one, by the leaderboard's order) as
+    rows of text cells: rank, defense, worst case, vs none, avg robust, median min L2, clean."""
+    frame = ResultStore(results_dir).read()
+    if frame.empty:
+        return []
+    for section, rows in sections(with_labels(frame)).items():
+        if (section.dataset, section.profile, section.protocol) != (dataset, profile, protocol):
+            continue
+        rows = rows.reset_index(drop=True)
+        roles = _roles(rows)
+        attacks = sorted({str(a) for a in rows["attack"] if a != CLEAN})
+        strong = any(roles.get(a) == "strong" for a in attacks)
+        out = []
+        for rank, s in enumerate(_standings(rows, attacks, roles), 1):
+            mean = _pct(s.mean) + ("" if s.complete else " †") if _finite(s.mean) else "–"
+            out.append({"rank": str(rank), "defense": s.defense,
+                        ("worst case (strong)" if strong else "worst case"): s.worst, "vs none": s.versus_none,
+                        "avg robust": mean, "median min L2": s.median, "clean": s.cells[CLEAN]})
+        return out
+    return []
 
 
 def write_leaderboard(results_dir: str | os.PathLike[str] = "results",

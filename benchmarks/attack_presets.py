@@ -580,4 +580,7 @@ def _coarse(params: dict[str, Any]) -> bool:
 
 
 if __name__ == "__main__":
+    from benchmark.env import reexec_tuned
+
+    reexec_tuned([sys.executable, *sys.argv])  # the allocator tunables bench uses (PCRB_NO_TUNE=1: off)
     sys.exit(main())

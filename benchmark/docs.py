@@ -1,0 +1,116 @@
+"""Generated sections of the README: numbers come from the files the code writes, never by hand.
+
+A generated section sits between two markers in a markdown file::
+
+    <!-- begin generated: attack-presets -->
+    ... (rewritten by `bench docs`) ...
+    <!-- end generated: attack-presets -->
+
+:data:`GENERATORS` maps each name to a function that renders it from the project's output
+files (``benchmarks/*.json``, ``results/*.csv``). ``bench docs`` rewrites every section;
+``bench docs --check`` (and ``tests/test_docs.py``) fails when a committed section differs
+from what its files say, so a number cannot drift from its source.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["GENERATORS", "check_docs", "render_sections", "write_docs"]
+
+_SECTION = re.compile(r"(<!-- begin generated: ([a-z0-9-]+) -->\n)(.*?)(<!-- end generated: \2 -->)", re.S)
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * float(value):.1f}%"
+
+
+def _setting(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in params.items()) or "paper"
+
+
+def attack_presets(root: Path) -> str:
+    """Success on the undefended victim and crafting seconds per attack, before and after
+    (``benchmarks/attack_presets_default.json``)."""
+    path = root / "benchmarks" / "attack_presets_default.json"
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    by = {(r["attack"], r["which"]): r for r in rows}
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    lines = [f"From `{path.relative_to(root)}`: the first {data['num_clouds']} test clouds, victim "
+             f"`{data['victim']}` ({data['victim_score']}), {data['device']}, batch {data['batch_size']}, "
+             f"{data['threads']} threads; success = the attack's own rule on the undefended victim.", "",
+             "| attack | role | before: setting | success | seconds | after: setting | success | seconds |",
+             "|---|---|---|---:|---:|---|---:|---:|"]
+    for attack in attacks:
+        before, after = by.get((attack, "before")), by.get((attack, "after"))
+        role = (after or before or {}).get("role", "")
+        cells = [f"`{attack}`", role]
+        for r in (before, after):
+            cells += ["–", "–", "–"] if r is None else [_setting(r["params"]), _pct(r["success"]), f"{r['seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    totals = data.get("total_seconds", {})
+    shared = data.get("total_seconds_shared_attacks_after")
+    lines += ["", f"Crafting seconds in all: before {totals.get('before', math.nan):.0f}, after "
+              f"{totals.get('after', math.nan):.0f} ({shared:.0f} for the attacks both settings have)."
+              if shared is not None else ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def leaderboard_headline(root: Path) -> str:
+    """The transfer section's ranking of the committed default grid (``results/synthshapes.csv``)."""
+    from benchmark.leaderboard import leaderboard_rows
+
+    rows = leaderboard_rows(root / "results", dataset="synthshapes", profile="default", protocol="transfer")
+    if not rows:
+        return "No committed `default` results yet: run `bench run --defense all --attack all`.\n"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+#: name -> renderer(project root) -> markdown (ending in a newline)
+GENERATORS: dict[str, Callable[[Path], str]] = {
+    "attack-presets": attack_presets,
+    "leaderboard-headline": leaderboard_headline,
+}
+
+
+def render_sections(text: str, root: Path) -> str:
+    """``text`` with every generated section rewritten from ``root``'s files (unknown names raise)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(2)
+        if name not in GENERATORS:
+            raise KeyError(f"unknown generated section {name!r}; known: {', '.join(GENERATORS)}")
+        return match.group(1) + GENERATORS[name](root) + match.group(4)
+
+    return _SECTION.sub(replace, text)
+
+
+def _documents(root: Path) -> list[Path]:
+    return [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.exists()]
+
+
+def check_docs(root: str | Path = ".") -> list[str]:
+    """The documents whose generated sections differ from their sources (``[]``: none drifted)."""
+    root = Path(root)
+    return [str(p.relative_to(root)) for p in _documents(root) if render_sections(p.read_text(), root) != p.read_text()]
+
+
+def write_docs(root: str | Path = ".") -> list[str]:
+    """Rewrite the generated sections of README.md and docs/*.md; returns the files changed."""
+    root = Path(root)
+    changed = []
+    for path in _documents(root):
+        old = path.read_text()
+        new = render_sections(old, root)
+        if new != old:
+            path.write_text(new)
+            changed.append(str(path.relative_to(root)))
+    return changed
