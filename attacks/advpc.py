@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack, AttackResult
+from attacks.bookkeeping import ClosestSuccess
 from attacks.constraints import clip_per_point
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
@@ -168,30 +169,21 @@ class AdvPC(Attack):
         points = points.detach()
         total = self.restarts * self.num_iter
 
-        best_dist = torch.full((batch,), float("inf"), device=device, dtype=dtype)
-        best_iter = torch.full((batch,), total, dtype=torch.long, device=device)
-        best_adv = points.clone()
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        kept = ClosestSuccess(points, total, early_stop=self.early_stop)
 
         def record(rows: Tensor, logits: Tensor, ae_logits: Tensor, adv: Tensor, it: int) -> None:
             ok = (logits.argmax(dim=1) == targets[rows]) & (ae_logits.argmax(dim=1) != labels[rows])
-            dist = (adv - points[rows]).flatten(1).norm(dim=1)
-            better = ok & (dist < best_dist[rows])
-            best_adv[rows[better]] = adv[better]
-            best_dist[rows] = torch.where(better, dist, best_dist[rows])
-            best_iter[rows[better]] = it
-            if self.early_stop:
-                done[rows[ok]] = True
+            kept.record(rows, adv, (adv - points[rows]).flatten(1).norm(dim=1), ok, it)
 
         last = points
         for r in range(self.restarts):
-            if bool(done.all()):
+            if kept.active().numel() == 0:
                 break
             noise = seeded_normal((n, 3), indices, self.seed, f"advpc-start:restart{r}", device=device, dtype=dtype)
             var = (points + noise * 1e-7).requires_grad_(True)
             opt = torch.optim.Adam([var], lr=self.lr)
             for t in range(self.num_iter):
-                rows = (~done).nonzero().flatten()
+                rows = kept.active()
                 if rows.numel() == 0:
                     break
                 adv = var[rows]  # only the samples still searching cost model passes (all without early_stop)
@@ -210,11 +202,9 @@ class AdvPC(Attack):
                 with torch.no_grad():
                     var.copy_(points + clip_per_point(var - points, self.clip))
             last = var.detach().clone()
-            rows = (~done).nonzero().flatten()
+            rows = kept.active()
             if rows.numel():
                 with torch.no_grad():
                     record(rows, model(last[rows]), model(ae(last[rows])), last[rows], (r + 1) * self.num_iter)
 
-        success = torch.isfinite(best_dist)
-        out = torch.where(success[:, None, None], best_adv, last)
-        return out, best_iter
+        return kept.result(last)

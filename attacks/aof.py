@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack
+from attacks.bookkeeping import ClosestSuccess
 from attacks.constraints import clip_per_point
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
@@ -155,33 +156,23 @@ class AOF(Attack):
         basis = eigvecs[:, :, : self.num_low].contiguous()  # [B, N, M]
         clean_coeff, _, clean_high = split_frequencies(points, basis)
 
-        best_dist = torch.full((batch,), float("inf"), device=device, dtype=dtype)
         total = self.restarts * self.num_iter
-        best_iter = torch.full((batch,), total, dtype=torch.long, device=device)
-        best_adv = points.clone()
+        kept = ClosestSuccess(points, total, early_stop=self.early_stop)
         last = points.clone()
-
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
 
         def record(rows: Tensor, logits: Tensor, logits_low: Tensor, adv: Tensor, it: int) -> None:
             ok = (logits.argmax(dim=1) != labels[rows]) & (logits_low.argmax(dim=1) != labels[rows])
-            dist = (adv - points[rows]).flatten(1).norm(dim=1)
-            better = ok & (dist < best_dist[rows])
-            best_adv[rows[better]] = adv[better]
-            best_dist[rows] = torch.where(better, dist, best_dist[rows])
-            best_iter[rows[better]] = it
-            if self.early_stop:
-                done[rows[ok]] = True
+            kept.record(rows, adv, (adv - points[rows]).flatten(1).norm(dim=1), ok, it)
 
         for r in range(self.restarts):
-            if bool(done.all()):
+            if kept.active().numel() == 0:
                 break
             noise = seeded_normal((self.num_low, 3), indices, self.seed, f"aof-start:{r}", device=device, dtype=dtype)
             coeff = (clean_coeff + 1e-7 * noise).requires_grad_(True)
             high = clean_high.clone()
             opt = torch.optim.Adam([coeff], lr=self.lr)
             for t in range(self.num_iter):
-                rows = (~done).nonzero().flatten()
+                rows = kept.active()
                 if rows.numel() == 0:
                     break
                 low = basis[rows] @ coeff[rows]  # only the samples still searching cost model passes
@@ -203,10 +194,9 @@ class AOF(Attack):
             with torch.no_grad():
                 low = basis @ coeff.detach()
                 last = low + high
-                rows = (~done).nonzero().flatten()
+                rows = kept.active()
                 if rows.numel():
                     record(rows, model(last[rows]), model(low[rows]), last[rows], (r + 1) * self.num_iter)
 
-        success = torch.isfinite(best_dist)  # both f(x') != y and f(LFC') != y held for the kept iterate
-        out = torch.where(success[:, None, None], best_adv, last)
-        return out, best_iter, success
+        out, iterations = kept.result(last)
+        return out, iterations, kept.success  # both f(x') != y and f(LFC') != y held for the kept iterate

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack
-from attacks.constraints import clip_l2, clip_linf, clip_per_point
+from attacks.constraints import BUDGET_SCALES, check_budget_scale, clip_l2, clip_linf, clip_per_point, scaled_budget
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
 from benchmark.params import choice, count, fraction, nonnegative, param, positive
@@ -41,7 +41,6 @@ from benchmark.params import choice, count, fraction, nonnegative, param, positi
 __all__ = ["APGD", "checkpoints"]
 
 _NORMS = ("l2", "point", "linf")
-_SCALES = ("absolute", "sqrt3k")
 
 
 def checkpoints(num_iter: int) -> list[int]:
@@ -83,7 +82,7 @@ class APGD(Attack):
 
     budget: float = positive(0.08)
     norm: str = choice("l2", _NORMS)
-    budget_scale: str = choice("sqrt3k", _SCALES)
+    budget_scale: str = choice("sqrt3k", BUDGET_SCALES)
     steps: int = count(100)
     restarts: int = count(1)
     loss: str = choice("ce", LOSS_KINDS)
@@ -96,13 +95,11 @@ class APGD(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.budget_scale == "sqrt3k" and self.norm != "l2":
-            raise ValueError(f"{type(self).__name__}: budget_scale='sqrt3k' scales a global L2 budget; "
-                             "use norm='l2' or budget_scale='absolute'")
+        check_budget_scale(type(self).__name__, self.budget_scale, self.norm)
 
     def epsilon(self, num_points: int) -> float:
         """The ball's radius for clouds of ``num_points`` points."""
-        return float(self.budget) * (math.sqrt(3 * num_points) if self.budget_scale == "sqrt3k" else 1.0)
+        return scaled_budget(self.budget, self.budget_scale, num_points)
 
     # -- the ball ------------------------------------------------------------------------
     def _project(self, delta: Tensor, eps: float) -> Tensor:

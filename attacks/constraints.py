@@ -6,6 +6,8 @@ Python float or a ``[B]`` tensor (one budget per sample), in cloud units (not sq
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -98,3 +100,22 @@ def project_to_surface(delta: Tensor, normals: Tensor) -> Tensor:
         raise ValueError(f"normals must have the shape of delta {list(delta.shape)}; got {list(normals.shape)}")
     dot = (delta * normals).sum(dim=-1, keepdim=True)  # [B, N, 1]
     return delta - torch.where(dot < 0, dot, torch.zeros_like(dot)) * normals
+
+
+#: How a budget relates to the cloud size: ``absolute`` (cloud units) or ``sqrt3k`` (IF-Defense:
+#: the budget times ``sqrt(3N)``, a per-coordinate RMS budget turned into a global L2 radius).
+BUDGET_SCALES = ("absolute", "sqrt3k")
+
+
+def scaled_budget(budget: float, budget_scale: str, num_points: int) -> float:
+    """The radius used for clouds of ``num_points`` points under ``budget_scale``."""
+    if budget_scale not in BUDGET_SCALES:
+        raise ValueError(f"budget_scale must be one of {', '.join(BUDGET_SCALES)}; got {budget_scale!r}")
+    return float(budget) * (math.sqrt(3 * num_points) if budget_scale == "sqrt3k" else 1.0)
+
+
+def check_budget_scale(owner: str, budget_scale: str, norm: str) -> None:
+    """``sqrt3k`` scales a global L2 budget only: raise ``ValueError`` naming ``owner`` otherwise."""
+    if budget_scale == "sqrt3k" and norm != "l2":
+        raise ValueError(f"{owner}: budget_scale='sqrt3k' scales a global L2 budget; use norm='l2' or "
+                         "budget_scale='absolute'")

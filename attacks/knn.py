@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack
+from attacks.bookkeeping import ClosestSuccess
 from attacks.constraints import clip_per_point, project_to_surface
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
@@ -141,24 +142,15 @@ class KNN(Attack):
         var = (points + noise * 1e-7).requires_grad_(True)
         opt = torch.optim.Adam([var], lr=self.lr)
 
-        best_dist = torch.full((batch,), float("inf"), device=device, dtype=dtype)
-        best_iter = torch.full((batch,), self.num_iter, dtype=torch.long, device=device)
-        best_adv = var.detach().clone()
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        kept = ClosestSuccess(var, self.num_iter, early_stop=self.early_stop)
 
         def record(rows: Tensor, logits: Tensor, adv: Tensor, t: int, dist: Tensor | None = None) -> None:
-            ok = logits.argmax(dim=1) == targets[rows]
             if dist is None:
                 dist = chamfer_distance(adv, points[rows], mode="adv2ori")
-            better = ok & (dist < best_dist[rows])
-            best_adv[rows[better]] = adv[better]
-            best_dist[rows] = torch.where(better, dist, best_dist[rows])
-            best_iter[rows[better]] = t
-            if self.early_stop:
-                done[rows[ok]] = True
+            kept.record(rows, adv, dist, logits.argmax(dim=1) == targets[rows], t)
 
         for t in range(self.num_iter):
-            rows = (~done).nonzero().flatten()
+            rows = kept.active()
             if rows.numel() == 0:
                 break
             adv = var[rows]  # only the samples still searching cost a model pass (all without early_stop)
@@ -178,10 +170,8 @@ class KNN(Attack):
                 var.copy_(points + clip_per_point(delta, self.clip))
 
         last = var.detach().clone()
-        rows = (~done).nonzero().flatten()
+        rows = kept.active()
         if rows.numel():
             with torch.no_grad():
                 record(rows, model(last[rows]), last[rows], self.num_iter)
-        success = torch.isfinite(best_dist)
-        out = torch.where(success[:, None, None], best_adv, last)
-        return out, best_iter
+        return kept.result(last)

@@ -16,14 +16,13 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack, seeded_uniform
-from attacks.constraints import clip_l2, clip_linf
+from attacks.constraints import BUDGET_SCALES, check_budget_scale, clip_l2, clip_linf, scaled_budget
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from benchmark.params import choice, count, nonnegative, param, positive
 
 __all__ = ["FGM", "IFGM", "PGD"]
 
 _NORMS = ("l2", "linf")
-_SCALES = ("absolute", "sqrt3k")
 
 
 @register_attack("pgd")
@@ -57,7 +56,7 @@ class PGD(Attack):
     step_size: float | None = positive(None)
     norm: str = choice("l2", _NORMS)
     random_start: bool = param(True)
-    budget_scale: str = choice("absolute", _SCALES)
+    budget_scale: str = choice("absolute", BUDGET_SCALES)
     loss: str = choice("ce", LOSS_KINDS)
     kappa: float = nonnegative(0.0)
     targeted: bool = param(True)
@@ -65,14 +64,11 @@ class PGD(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.budget_scale == "sqrt3k" and self.norm != "l2":
-            raise ValueError(f"{type(self).__name__}: budget_scale='sqrt3k' scales a global L2 budget; "
-                             "use norm='l2' or budget_scale='absolute'")
+        check_budget_scale(type(self).__name__, self.budget_scale, self.norm)
 
     def epsilon(self, num_points: int) -> float:
         """The radius used for clouds of ``num_points`` points (applies ``budget_scale``)."""
-        scale = math.sqrt(3 * num_points) if self.budget_scale == "sqrt3k" else 1.0
-        return float(self.budget) * scale
+        return scaled_budget(self.budget, self.budget_scale, num_points)
 
     def _project(self, delta: Tensor, eps: float) -> Tensor:
         return clip_l2(delta, eps) if self.norm == "l2" else clip_linf(delta, eps)
