@@ -381,7 +381,8 @@ TINY = {"pgd": {"steps": 2}, "fgm": {}, "ifgm": {"steps": 2}, "cw": {"binary_ste
         "knn": {"num_iter": 2}, "add-cd": {"binary_steps": 1, "num_iter": 2, "num_add": 4},
         "add-hd": {"binary_steps": 1, "num_iter": 2, "num_add": 4}, "drop-100": {"per_round": 50},
         "drop-200": {"per_round": 50}, "advpc": {"restarts": 1, "num_iter": 2},
-        "aof": {"restarts": 1, "num_iter": 2, "num_low": 8, "k": 4}}
+        "aof": {"restarts": 1, "num_iter": 2, "num_low": 8, "k": 4},
+        "apgd": {"steps": 3}, "fmn": {"steps": 3}}
 
 
 def special_clouds() -> dict[str, torch.Tensor]:
