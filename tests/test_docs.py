@@ -43,3 +43,43 @@ def test_a_section_is_rewritten_from_its_file_and_drift_is_reported(tmp_path):
 def test_an_unknown_section_name_is_an_error(tmp_path):
     with pytest.raises(KeyError, match="unknown generated section"):
         render_sections("<!-- begin generated: nope -->\nx\n<!-- end generated: nope -->", tmp_path)
+
+
+def _default_grid(tmp_path: Path) -> Path:
+    """The leaderboard tests' small results file, relabelled as a `default` grid."""
+    import pandas as pd
+
+    from tests.test_leaderboard import write_results
+
+    path = write_results(tmp_path / "results")
+    frame = pd.read_csv(path, keep_default_na=False)
+    frame["profile"] = "default"
+    frame.to_csv(path, index=False)
+    return tmp_path
+
+
+def test_grid_sections_render_the_ranking_and_the_attacks_on_none(tmp_path):
+    root = _default_grid(tmp_path)
+    (root / "README.md").write_text("<!-- begin generated: leaderboard-headline -->\n"
+                                    "<!-- end generated: leaderboard-headline -->\n"
+                                    "<!-- begin generated: grid-attacks -->\n<!-- end generated: grid-attacks -->\n"
+                                    "<!-- begin generated: leaderboard-adaptive -->\n"
+                                    "<!-- end generated: leaderboard-adaptive -->\n")
+    write_docs(root)
+    text = (root / "README.md").read_text()
+    assert "| 1 | srs | 50.0 [23.7, 76.3] | +20.0 (p=0.5) |" in text  # ranked by the worst case
+    assert "| `pgd` | strong | 50.0% | 30.0% |" in text and "| `drop-100` | weak | 50.0% | 50.0% |" in text
+    assert "Strong attacks below the 90% bar on `none`: `pgd` (50.0%)." in text
+    assert "No committed `default` results under the adaptive protocol yet" in text
+    assert check_docs(root) == []
+
+
+def test_the_ablation_section_quotes_the_table_bench_ablate_wrote(tmp_path):
+    folder = tmp_path / "results" / "ablations" / "mrpd"
+    folder.mkdir(parents=True)
+    (folder / "ablation.md").write_text("# mrpd ablations\n\nDataset `synthshapes`, n = 8.\n\n## transfer\n\n"
+                                        "| variant | clean |\n|---|---:|\n| full | 90.0 |\n\n## adaptive\n")
+    (tmp_path / "README.md").write_text("<!-- begin generated: ablation-mrpd -->\nold\n<!-- end generated: ablation-mrpd -->\n")
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "Dataset `synthshapes`, n = 8." in text and "| full | 90.0 |\n<!-- end" in text and "old" not in text
