@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks import register_attack
-from attacks.base import Attack
+from attacks.base import TARGET_RULES, Attack
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import binary_search_attack, check_search_params
 from benchmark.geometry import chamfer_distance, hausdorff_distance, index_points
@@ -68,6 +68,9 @@ class _Add(Attack):
         lr: Adam learning rate.
         loss, kappa: adversarial loss (``"ce"`` or ``"margin"``) and its margin (targeted).
         seed: seeds the targets and the start noise per (seed, sample index).
+        target_rule: targets drawn when none are given (targeted mode): ``random`` (uniform
+            over the other classes, PROTOCOL.md) or ``runner-up`` (the class the model ranks
+            second on the clean cloud: the easiest target).
         early_stop: a sample stops at its first successful iterate (see ``cw``).
     """
 
@@ -80,6 +83,7 @@ class _Add(Attack):
     loss: str = choice("ce", LOSS_KINDS)
     kappa: float = nonnegative(0.0)
     seed: int = param(0)
+    target_rule: str = choice("random", TARGET_RULES)
     early_stop: bool = param(False)
 
     targeted = True  # class attribute: both presets are targeted

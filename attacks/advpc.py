@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import register_attack
-from attacks.base import Attack, AttackResult
+from attacks.base import TARGET_RULES, Attack, AttackResult
 from attacks.bookkeeping import ClosestSuccess
 from attacks.constraints import clip_per_point
 from attacks.losses import LOSS_KINDS, adversarial_loss
@@ -48,6 +48,9 @@ class AdvPC(Attack):
         lr: Adam learning rate.
         loss, kappa: adversarial loss (``"ce"`` or ``"margin"``) and its margin.
         seed: seeds the targets and the start noise per (seed, sample index, restart).
+        target_rule: targets drawn when none are given (targeted mode): ``random`` (uniform
+            over the other classes, PROTOCOL.md) or ``runner-up`` (the class the model ranks
+            second on the clean cloud: the easiest target).
         autoencoder: registry name of the autoencoder model the harness resolves and binds
             (``required_models``).
         early_stop: a sample stops at its first successful iterate (and leaves the batch; no
@@ -86,6 +89,7 @@ class AdvPC(Attack):
     loss: str = choice("ce", LOSS_KINDS)
     kappa: float = nonnegative(0.0)
     seed: int = param(0)
+    target_rule: str = choice("random", TARGET_RULES)
     autoencoder: str = param("pc-autoencoder")
     early_stop: bool = param(False)
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import register_attack
-from attacks.base import Attack
+from attacks.base import TARGET_RULES, Attack
 from attacks.constraints import BUDGET_SCALES, check_budget_scale, clip_l2, clip_linf, clip_per_point, scaled_budget
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
@@ -71,6 +71,9 @@ class APGD(Attack):
         rho: the share of loss-decreasing steps below which a checkpoint halves the step.
         momentum: ``a`` of the update (0.75 in the paper).
         seed: seeds the targets and the random starts per (seed, sample index, restart).
+        target_rule: targets drawn when none are given (targeted mode): ``random`` (uniform
+            over the other classes, PROTOCOL.md) or ``runner-up`` (the class the model ranks
+            second on the clean cloud: the easiest target).
         early_stop: a cloud stops at its first fooling iterate (and leaves the batch); by
             default it keeps maximising the loss inside the ball, as AutoAttack does, so its
             example is the most adversarial one found (what a transferred example needs).
@@ -91,6 +94,7 @@ class APGD(Attack):
     rho: float = fraction(0.75)
     momentum: float = param(0.75, gt=0.0, le=1.0)
     seed: int = param(0)
+    target_rule: str = choice("random", TARGET_RULES)
     early_stop: bool = param(False)
 
     def __post_init__(self) -> None:

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from benchmark.geometry import nearest_neighbor
 from benchmark.params import check_fields
 
-__all__ = ["MAX_ABS_COORDINATE", "Attack", "AttackResult", "draw_targets", "sample_generator", "seeded_uniform"]
+__all__ = ["MAX_ABS_COORDINATE", "TARGET_RULES", "Attack", "AttackResult", "draw_targets", "runner_up_targets",
+           "sample_generator", "seeded_uniform"]
 
 #: Largest coordinate magnitude an attack accepts. Clouds are unit-sphere scale and budgets absolute:
 #: beyond this, float32 cannot resolve a perturbation of attack size (spacing ~1e-3 at 1e4) and squared
@@ -120,6 +121,20 @@ def draw_targets(labels: Tensor, num_classes: int, seed: int = 0, indices: Tenso
     return r + (r >= labels).long()  # skip the label: uniform over the other C - 1 classes
 
 
+#: how a targeted attack picks targets when none are given (its ``target_rule`` field)
+TARGET_RULES = ("random", "runner-up")
+
+
+def runner_up_targets(logits: Tensor, labels: Tensor) -> Tensor:
+    """``[B]`` long: the class with the highest logit other than the label (the easiest
+    target). ``logits``: ``[B, C]`` on the clean clouds, ``C >= 2``; ``labels``: ``[B]``."""
+    if logits.shape[1] < 2:
+        raise ValueError(f"a targeted attack needs at least 2 classes; the model has {logits.shape[1]}")
+    masked = logits.detach().clone()
+    masked[torch.arange(labels.shape[0], device=masked.device), labels.to(masked.device)] = -math.inf
+    return masked.argmax(dim=1).to(labels.device)
+
+
 # --------------------------------------------------------------------------- the base class
 
 
@@ -201,7 +216,8 @@ class Attack:
             points: ``[B, N, 3]`` float, unit-sphere scale, finite.
             labels: ``[B]`` long in ``[0, C)``.
             targets: ``[B]`` long, ``!= labels`` (targeted attacks only); None draws them with
-                ``draw_targets(labels, C, self.seed, indices)``.
+                ``draw_targets(labels, C, self.seed, indices)``, or takes the model's runner-up
+                class on the clean cloud when the attack's ``target_rule`` is ``"runner-up"``.
             indices: ``[B]`` long, the samples' positions in the test set (seeds targets and
                 noise per sample); default ``arange(B)``.
 
@@ -244,6 +260,8 @@ class Attack:
                     f"[{int(labels.min())}, {int(labels.max())}]"
                 )
             if self.targeted:
+                if targets is None and getattr(self, "target_rule", "random") == "runner-up":
+                    targets = runner_up_targets(clean_logits, labels)
                 targets = self._resolve_targets(targets, labels, num_classes, indices, batch)
 
             start = time.perf_counter()

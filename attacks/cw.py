@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from attacks import register_attack
-from attacks.base import Attack
+from attacks.base import TARGET_RULES, Attack
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import binary_search_attack, check_search_params
 from benchmark.params import choice, count, nonnegative, param, positive
@@ -40,6 +40,9 @@ class CW(Attack):
         loss, kappa: adversarial loss (``"ce"`` or ``"margin"``) and its margin.
         targeted: targeted (drawn or given targets) or untargeted.
         seed: seeds the targets and the start noise per (seed, sample index).
+        target_rule: targets drawn when none are given (targeted mode): ``random`` (uniform
+            over the other classes, PROTOCOL.md) or ``runner-up`` (the class the model ranks
+            second on the clean cloud: the easiest target).
         early_stop: a sample stops at its first successful iterate (and leaves the batch)
             instead of searching on for a smaller distance (a search schedule of the reduced
             presets: success counts, not the distance; ``paper``: False).
@@ -64,6 +67,7 @@ class CW(Attack):
     kappa: float = nonnegative(0.0)
     targeted: bool = param(True)
     seed: int = param(0)
+    target_rule: str = choice("random", TARGET_RULES)
     early_stop: bool = param(False)
 
     def __post_init__(self) -> None:

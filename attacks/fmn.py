@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks import register_attack
-from attacks.base import Attack
+from attacks.base import TARGET_RULES, Attack
 from attacks.constraints import clip_l2
 from attacks.search import seeded_normal
-from benchmark.params import count, param, positive
+from benchmark.params import choice, count, param, positive
 
 __all__ = ["FMN", "logit_difference"]
 
@@ -60,6 +60,9 @@ class FMN(Attack):
         gamma, gamma_final: initial and final factor of the radius adaptation (cosine).
         targeted: targeted (drawn or given targets) or untargeted.
         seed: seeds the targets and the start noise per (seed, sample index).
+        target_rule: targets drawn when none are given (targeted mode): ``random`` (uniform
+            over the other classes, PROTOCOL.md) or ``runner-up`` (the class the model ranks
+            second on the clean cloud: the easiest target).
 
     ``iterations``: the step at which the kept (smallest adversarial) iterate was found,
     ``steps`` for a sample never fooled (its returned cloud is then the clean one, and its
@@ -73,6 +76,7 @@ class FMN(Attack):
     gamma_final: float = param(0.001, gt=0.0, lt=1.0)
     targeted: bool = param(False)
     seed: int = param(0)
+    target_rule: str = choice("random", TARGET_RULES)
 
     def attack(
         self, model: nn.Module, points: Tensor, labels: Tensor, targets: Tensor | None, *, indices: Tensor

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import register_attack
-from attacks.base import Attack
+from attacks.base import TARGET_RULES, Attack
 from attacks.bookkeeping import ClosestSuccess
 from attacks.constraints import clip_per_point, project_to_surface
 from attacks.losses import LOSS_KINDS, adversarial_loss
@@ -71,6 +71,9 @@ class KNN(Attack):
         normal_k: neighbours of the PCA normal estimate of the clean cloud.
         loss, kappa: adversarial loss (``"ce"`` or ``"margin"``) and its margin.
         seed: seeds the targets and the start noise per (seed, sample index).
+        target_rule: targets drawn when none are given (targeted mode): ``random`` (uniform
+            over the other classes, PROTOCOL.md) or ``runner-up`` (the class the model ranks
+            second on the clean cloud: the easiest target).
         early_stop: a sample stops at its first successful iterate (and leaves the batch)
             instead of searching on for a smaller Chamfer distance (``paper``: False).
 
@@ -101,6 +104,7 @@ class KNN(Attack):
     loss: str = choice("ce", LOSS_KINDS)
     kappa: float = nonnegative(0.0)
     seed: int = param(0)
+    target_rule: str = choice("random", TARGET_RULES)
     early_stop: bool = param(False)
 
     targeted = True

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.base import Attack, AttackResult, draw_targets
+from attacks.base import Attack, AttackResult, draw_targets, runner_up_targets
 from attacks.constraints import clip_l2, clip_linf, clip_per_point, project_to_surface
 from attacks.losses import adversarial_loss
 
@@ -176,6 +176,46 @@ def test_drawn_targets_do_not_depend_on_batch_composition():
     full = draw_targets(labels, C, seed=7)
     idx = torch.tensor([31, 2, 17])
     assert torch.equal(draw_targets(labels[idx], C, seed=7, indices=idx), full[idx])
+
+
+def test_runner_up_targets_are_the_best_class_other_than_the_label():
+    logits = torch.tensor([[5.0, 3.0, 4.0], [1.0, 2.0, 0.0], [0.0, 0.0, 9.0]])
+    labels = torch.tensor([0, 1, 0])  # the third cloud is misclassified: its runner-up is the prediction
+    assert runner_up_targets(logits, labels).tolist() == [2, 0, 2]
+
+
+@pytest.mark.parametrize("name", ["cw", "knn", "add-cd", "advpc", "apgd", "fmn"])
+def test_the_runner_up_rule_targets_the_models_second_class_on_the_clean_cloud(model, name):
+    from attacks import ATTACKS
+
+    attack = ATTACKS.build(name, target_rule="runner-up", **({"targeted": True} if name in ("apgd", "fmn") else {}))
+    if name == "advpc":
+        attack.with_autoencoder(nn.Identity())
+    x, labels = clouds(4, 32), torch.tensor([0, 1, 2, 3])
+    model.eval()
+    with torch.no_grad():
+        expected = runner_up_targets(model(x), labels)
+    assert torch.equal(_targets_seen(attack, model, x, labels), expected)
+
+
+def _targets_seen(attack: Attack, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The targets ``attack`` hands its algorithm (the algorithm itself is not run)."""
+    seen = {}
+
+    def record(model, points, labels, targets, *, indices):
+        seen["targets"] = targets
+        return points, torch.zeros(points.shape[0], dtype=torch.long)
+
+    attack.attack = record  # type: ignore[method-assign]
+    attack(model, x, labels)
+    return seen["targets"]
+
+
+def test_an_unknown_target_rule_is_rejected_naming_the_choices():
+    from attacks import ATTACKS
+
+    with pytest.raises(ValueError, match="runner-up"):
+        ATTACKS.build("cw", target_rule="hardest")
 
 
 # --------------------------------------------------------------------------- validation
