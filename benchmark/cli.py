@@ -183,6 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_ablate.add_argument("--force", action="store_true", help="recompute cells even when finished rows exist")
     p_ablate.add_argument("--no-progress", action="store_true", help="no live progress display")
 
+    p_teachers = sub.add_parser(
+        "teachers",
+        help="MRPD's teachers and student on every attack set: accuracy, rescue rate, embedding drift",
+        description="Classify the clean test clouds, each attack's transferred examples, the training clouds "
+        "and MRPD's crafted training examples with the undefended student, the student with MRPD's prompts, the "
+        "image teacher (1 view and --views views) and the point teacher; report accuracy, the rescue rate (of "
+        "the student's errors, the share a teacher gets right) and the drift of each embedding. Uses the cached "
+        "examples of a finished grid (crafts what is missing). Writes <out>/diagnostics/mrpd/teachers.{json,md}.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_config_options(p_teachers)
+    p_teachers.add_argument("--attack", default="all", help="'all', a name or a comma list")
+    p_teachers.add_argument("--views", type=int, default=6, help="depth views of the multi-view image teacher")
+    p_teachers.add_argument("--train-limit", type=int, default=512, metavar="N",
+                            help="the first N training clouds (0 = all)")
+    p_teachers.add_argument("--batch-size", type=int, default=None, help="clouds per batch")
+    p_teachers.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N test clouds")
+    p_teachers.add_argument("--out", default=None, metavar="DIR", help="results folder (the report goes to "
+                            "<out>/diagnostics/mrpd/)")
+    p_teachers.add_argument("--no-progress", action="store_true", help="no live progress display")
+
     p_train = sub.add_parser(
         "train",
         help="train (or load from the cache) models and report their accuracy",
@@ -520,6 +541,26 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_teachers(args: argparse.Namespace) -> int:
+    """``bench teachers``: the teacher-robustness report (``benchmark.teachers``)."""
+    from rich.console import Console
+
+    from benchmark.api import diagnostics_dir, teacher_robustness
+
+    if args.views < 1:
+        raise ConfigError(f"--views must be >= 1; got {args.views}")
+    args.defense, args.protocol = "mrpd", None
+    args.victim = args.surrogate = args.eot = None
+    cfg = _config_from_args(args)
+    populate_registries(cfg.plugins)
+    console = Console(stderr=True)
+    report = teacher_robustness(cfg, views=args.views, train_limit=args.train_limit or None, console=console,
+                                progress=not args.no_progress)
+    print((diagnostics_dir(cfg.out_dir) / "teachers.md").read_text())
+    console.print(f"wrote {diagnostics_dir(cfg.out_dir)}/teachers.{{json,md}} in {report['seconds']:.0f} s")
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.leaderboard import write_leaderboard
 
@@ -529,6 +570,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
+    import benchmark.leaderboard  # noqa: F401  (registers the results' README sections)
     from benchmark.docs import check_docs, write_docs
 
     if args.check:
@@ -801,7 +843,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ablate": cmd_ablate, "cache": cmd_cache, "list": cmd_list, "info": cmd_info, "run": cmd_run,
+COMMANDS = {"ablate": cmd_ablate, "teachers": cmd_teachers, "cache": cmd_cache, "list": cmd_list, "info": cmd_info, "run": cmd_run,
             "train": cmd_train, "attack": cmd_attack, "leaderboard": cmd_leaderboard, "plot": cmd_plot, "docs": cmd_docs,
             "merge": cmd_merge}
 

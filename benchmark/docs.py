@@ -20,12 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GENERATORS", "check_docs", "render_sections", "write_docs"]
+__all__ = ["GENERATORS", "check_docs", "markdown_table", "number", "percent", "register_section", "render_sections",
+           "write_docs"]
 
 _SECTION = re.compile(r"(<!-- begin generated: ([a-z0-9-]+) -->\n)(.*?)(<!-- end generated: \2 -->)", re.DOTALL)
 
 
-def _pct(value: Any) -> str:
+def percent(value: Any) -> str:
+    """``0.5`` -> ``50.0%``; None or NaN -> an en dash."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * float(value):.1f}%"
 
 
@@ -51,7 +53,7 @@ def attack_presets(root: Path) -> str:
         role = (after or before or {}).get("role", "")
         cells = [f"`{attack}`", role]
         for r in (before, after):
-            cells += ["–", "–", "–"] if r is None else [_setting(r["params"]), _pct(r["success"]), f"{r['seconds']:.0f}"]
+            cells += ["–", "–", "–"] if r is None else [_setting(r["params"]), percent(r["success"]), f"{r['seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     totals = data.get("total_seconds", {})
     shared = data.get("total_seconds_shared_attacks_after")
@@ -61,68 +63,14 @@ def attack_presets(root: Path) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _markdown_table(rows: list[dict[str, str]]) -> list[str]:
+def markdown_table(rows: list[dict[str, str]]) -> list[str]:
     header = list(rows[0])
     return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|",
             *("| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows)]
 
 
-def _ranking(root: Path, protocol: str) -> str:
-    from benchmark.leaderboard import leaderboard_rows
-
-    rows = leaderboard_rows(root / "results", dataset="synthshapes", profile="default", protocol=protocol)
-    if not rows:
-        return (f"No committed `default` results under the {protocol} protocol yet: run "
-                f"`bench run --protocol {protocol} --defense all --attack all`.\n")
-    return "\n".join(_markdown_table(rows)) + "\n"
-
-
-def leaderboard_headline(root: Path) -> str:
-    """The transfer section's ranking of the committed default grid (``results/synthshapes.csv``)."""
-    return _ranking(root, "transfer")
-
-
-def leaderboard_adaptive(root: Path) -> str:
-    """The adaptive section's ranking of the committed default grid (``results/synthshapes.csv``)."""
-    return _ranking(root, "adaptive")
-
-
-def grid_attacks(root: Path) -> str:
-    """Per attack of the committed default transfer grid: role, success on the undefended
-    victim by the attack's own rule, the victim's accuracy and the crafting seconds."""
-    from benchmark.leaderboard import CLEAN
-    from benchmark.store import ResultStore
-
-    frame = ResultStore(root / "results").read()
-    if frame.empty:
-        return "No committed `default` results yet: run `bench run --defense all --attack all`.\n"
-    keep = ((frame["dataset"] == "synthshapes") & (frame["profile"] == "default") & (frame["protocol"] == "transfer")
-            & (frame["defense"] == "none") & (frame["status"] == "ok") & (frame["attack"] != CLEAN))
-    for column in ("defense_variant", "attack_variant"):
-        if column in frame.columns:
-            keep &= frame[column].fillna("").astype(str) == ""
-    rows = frame[keep]
-    if rows.empty:
-        return "No committed `default` transfer rows for `none` yet.\n"
-    entries = [{"attack": str(r["attack"]), "role": str(r.get("attack_role", "") or ""),
-                "success": _num(r["attack_success"]), "accuracy": _num(r["accuracy"]),
-                "seconds": _num(r["seconds_attack"])} for _, r in rows.iterrows()]
-    order = {"strong": 0, "min-norm": 1, "weak": 2}
-    entries.sort(key=lambda e: (order.get(e["role"], 3), -(0.0 if math.isnan(e["success"]) else e["success"]), e["attack"]))
-    table = [{"attack": f"`{e['attack']}`", "role": e["role"], "success on `none`": _pct(e["success"]),
-              "`none` accuracy": _pct(e["accuracy"]), "crafting seconds": f"{e['seconds']:.0f}"} for e in entries]
-    short = [f"`{e['attack']}` ({_pct(e['success'])})" for e in entries
-             if e["role"] == "strong" and not math.isnan(e["success"]) and e["success"] < 0.9]
-    lines = [(f"From `results/synthshapes.csv` (default profile, transfer, n = {int(rows['n'].iloc[0])}, "
-             "the undefended victim; success by each attack's own rule):"), "", *_markdown_table(table), "",
-             "These rows carry no attack roles (written before roles existed)."
-             if not any(e["role"] for e in entries) else
-             "Every strong attack reaches 90% success on `none`." if not short else
-             f"Strong attacks below the 90% bar on `none`: {', '.join(short)}."]
-    return "\n".join(lines) + "\n"
-
-
-def _num(value: Any) -> float:
+def number(value: Any) -> float:
+    """``float(value)``, NaN where it is not a number."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -143,14 +91,25 @@ def ablation_mrpd(root: Path) -> str:
     return "\n".join([f"From `{path.relative_to(root)}`. {intro}", "", *lines[start:end]]) + "\n"
 
 
-#: name -> renderer(project root) -> markdown (ending in a newline)
+#: name -> renderer(project root) -> markdown (ending in a newline). The sections drawn from the
+#: committed results' leaderboard (``leaderboard-*``, ``grid-attacks``) are registered by
+#: ``benchmark.leaderboard`` when it is imported (``bench docs`` imports it).
 GENERATORS: dict[str, Callable[[Path], str]] = {
     "attack-presets": attack_presets,
-    "leaderboard-headline": leaderboard_headline,
-    "leaderboard-adaptive": leaderboard_adaptive,
-    "grid-attacks": grid_attacks,
     "ablation-mrpd": ablation_mrpd,
 }
+
+
+def register_section(name: str) -> Callable[[Callable[[Path], str]], Callable[[Path], str]]:
+    """Decorator: ``fn(project root) -> markdown`` renders the generated section ``name``."""
+
+    def add(fn: Callable[[Path], str]) -> Callable[[Path], str]:
+        if name in GENERATORS and GENERATORS[name] is not fn:
+            raise ValueError(f"generated section {name!r} is already registered")
+        GENERATORS[name] = fn
+        return fn
+
+    return add
 
 
 def render_sections(text: str, root: Path) -> str:
@@ -159,7 +118,8 @@ def render_sections(text: str, root: Path) -> str:
     def replace(match: re.Match[str]) -> str:
         name = match.group(2)
         if name not in GENERATORS:
-            raise KeyError(f"unknown generated section {name!r}; known: {', '.join(GENERATORS)}")
+            raise KeyError(f"unknown generated section {name!r}; known: {', '.join(GENERATORS)} (the results' "
+                           "sections are registered by benchmark.leaderboard: import it first, as `bench docs` does)")
         return match.group(1) + GENERATORS[name](root) + match.group(4)
 
     return _SECTION.sub(replace, text)

@@ -31,8 +31,10 @@ from typing import Any
 import pandas as pd
 
 from benchmark.curves import median_distance
+from benchmark.docs import markdown_table, number, percent, register_section
 from benchmark.stats import mcnemar, significance_mark
 from benchmark.store import (
+    CLEAN,
     GROUP_COLUMNS,
     ResultStore,
     decode_outcomes,
@@ -58,7 +60,6 @@ GENERATED_NOTICE = (
 )
 
 PROTOCOL_ORDER = ("transfer", "blackbox", "adaptive")
-CLEAN = "clean"
 UNDEFENDED = "none"
 
 #: Config fields a reproduce command passes as flags (or that do not change numbers), not as --set.
@@ -538,3 +539,59 @@ def write_leaderboard(results_dir: str | os.PathLike[str] = "results",
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
+
+
+# --------------------------------------------------------------------------- README sections (bench docs)
+
+
+def _readme_ranking(root: Path, protocol: str) -> str:
+    rows = leaderboard_rows(root / "results", dataset="synthshapes", profile="default", protocol=protocol)
+    if not rows:
+        return (f"No committed `default` results under the {protocol} protocol yet: run "
+                f"`bench run --protocol {protocol} --defense all --attack all`.\n")
+    return "\n".join(markdown_table(rows)) + "\n"
+
+
+@register_section("leaderboard-headline")
+def leaderboard_headline(root: Path) -> str:
+    """The transfer section's ranking of the committed default grid (``results/synthshapes.csv``)."""
+    return _readme_ranking(root, "transfer")
+
+
+@register_section("leaderboard-adaptive")
+def leaderboard_adaptive(root: Path) -> str:
+    """The adaptive section's ranking of the committed default grid (``results/synthshapes.csv``)."""
+    return _readme_ranking(root, "adaptive")
+
+
+@register_section("grid-attacks")
+def grid_attacks(root: Path) -> str:
+    """Per attack of the committed default transfer grid: role, success on the undefended
+    victim by the attack's own rule, the victim's accuracy and the crafting seconds."""
+    frame = ResultStore(root / "results").read()
+    if frame.empty:
+        return "No committed `default` results yet: run `bench run --defense all --attack all`.\n"
+    keep = ((frame["dataset"] == "synthshapes") & (frame["profile"] == "default") & (frame["protocol"] == "transfer")
+            & (frame["defense"] == "none") & (frame["status"] == "ok") & (frame["attack"] != CLEAN))
+    for column in ("defense_variant", "attack_variant"):
+        if column in frame.columns:
+            keep &= frame[column].fillna("").astype(str) == ""
+    rows = frame[keep]
+    if rows.empty:
+        return "No committed `default` transfer rows for `none` yet.\n"
+    entries = [{"attack": str(r["attack"]), "role": str(r.get("attack_role", "") or ""),
+                "success": number(r["attack_success"]), "accuracy": number(r["accuracy"]),
+                "seconds": number(r["seconds_attack"])} for _, r in rows.iterrows()]
+    order = {"strong": 0, "min-norm": 1, "weak": 2}
+    entries.sort(key=lambda e: (order.get(e["role"], 3), -(0.0 if math.isnan(e["success"]) else e["success"]), e["attack"]))
+    table = [{"attack": f"`{e['attack']}`", "role": e["role"], "success on `none`": percent(e["success"]),
+              "`none` accuracy": percent(e["accuracy"]), "crafting seconds": f"{e['seconds']:.0f}"} for e in entries]
+    short = [f"`{e['attack']}` ({percent(e['success'])})" for e in entries
+             if e["role"] == "strong" and not math.isnan(e["success"]) and e["success"] < 0.9]
+    lines = [(f"From `results/synthshapes.csv` (default profile, transfer, n = {int(rows['n'].iloc[0])}, "
+             "the undefended victim; success by each attack's own rule):"), "", *markdown_table(table), "",
+             "These rows carry no attack roles (written before roles existed)."
+             if not any(e["role"] for e in entries) else
+             "Every strong attack reaches 90% success on `none`." if not short else
+             f"Strong attacks below the 90% bar on `none`: {', '.join(short)}."]
+    return "\n".join(lines) + "\n"

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.leaderboard import CLEAN, Section, read_runs, sections
-from benchmark.store import ResultStore, wilson_interval, with_labels
+from benchmark.leaderboard import Section, read_runs, sections
+from benchmark.store import CLEAN, ResultStore, wilson_interval, with_labels
 
 __all__ = [
     "SWEEP_DIR",

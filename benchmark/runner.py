@@ -46,14 +46,12 @@ from benchmark.config import RunConfig, config_hash, resolve_config, to_jsonable
 from benchmark.data import PointCloudDataset, load_dataset
 from benchmark.env import package_versions, resolve_device
 from benchmark.registry import ATTACKS, DEFENSES
-from benchmark.store import ResultStore, encode_distances, encode_outcomes, wilson_interval
+from benchmark.store import CLEAN, ResultStore, encode_distances, encode_outcomes, wilson_interval
 from benchmark.variants import cell_variants
 from defenses import build_defense
 from defenses.base import Defense, DefenseContext, DefendedModel, ModelDefense, inference_cost
 
 __all__ = ["Cell", "Runner", "attack_role", "git_commit", "predict"]
-
-CLEAN = "clean"
 
 
 @dataclass(frozen=True)
@@ -256,7 +254,8 @@ class Runner:
         self.victim = self.zoo.get(cfg.victim)
         self.victim.model.eval().requires_grad_(False)
 
-    def _defense_ctx(self) -> DefenseContext:
+    def defense_context(self) -> DefenseContext:
+        """The context every defense of this run is prepared with (victim, training split, zoo, caches)."""
         return DefenseContext(
             victim=self.victim.model, train=self.splits["train"], device=self.device, seed=self.cfg.seed,
             cache_dir=self.cache_dir, victim_name=self.cfg.victim, victim_hash=self.victim.weights_hash,
@@ -264,7 +263,8 @@ class Runner:
             progress=self.progress, log=self._log,
         )
 
-    def _defense_object(self, name: str) -> Defense:
+    def defense_object(self, name: str) -> Defense:
+        """The unprepared defense ``name`` with this run's parameters (or the given extra defense)."""
         if name in self.extra:
             given = self.extra[name]
             obj = given if isinstance(given, Defense) else _GivenModel(given)
@@ -274,7 +274,7 @@ class Runner:
 
     def defense_identity(self, name: str) -> tuple[str, dict[str, Any]]:
         """A hash of everything a prepared defense depends on (without preparing it)."""
-        obj = self._defense_object(name)
+        obj = self.defense_object(name)
         params = to_jsonable(obj.params())
         spec = {"defense": name, "params": params, "train": to_jsonable(dataclasses.asdict(self.cfg.train_config(name))),
                 "victim": self.victim.weights_hash, "dataset": self.splits["train"].fingerprint, "seed": self.cfg.seed}
@@ -289,7 +289,7 @@ class Runner:
         self._defenses[name] = prepared
         try:
             start = time.perf_counter()
-            prepared.model = self._defense_object(name)(self._defense_ctx())
+            prepared.model = self.defense_object(name)(self.defense_context())
             prepared.seconds = time.perf_counter() - start
             sample = self.points[: self.cfg.batch_size].to(self.device)
             if name == "none":
@@ -367,6 +367,11 @@ class Runner:
                 batch = max(1, batch // 2)
                 self.console.print(f"[yellow]  {attack_name}: CUDA out of memory; retrying with batch {batch}[/]")
 
+    def transfer_examples(self, attack_name: str) -> CraftedSet:
+        """The attack's examples of this run's test clouds crafted against the victim (the
+        transfer protocol's examples): loaded from the adversarial-example cache or crafted."""
+        return self._craft(attack_name, self.victim.model, self.victim.weights_hash, lambda done, total: None)
+
     def _evaluate(self, prepared: _PreparedDefense, points: Tensor, cell: Cell) -> tuple[Tensor, float]:
         model = prepared.model
         start = time.perf_counter()
@@ -411,7 +416,7 @@ class Runner:
             self.attack_object_spec(name)
         for name in dict.fromkeys([*self.defense_names(), *self.cfg.defenses]):
             if name not in self.extra:
-                self._defense_object(name)
+                self.defense_object(name)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> pd.DataFrame:

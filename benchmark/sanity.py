@@ -42,6 +42,8 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.store import CLEAN
+
 __all__ = ["STRENGTH_KNOBS", "STRONG_ATTACKS", "sanity_warnings", "sweep_warnings"]
 
 #: Attacks that must nearly always succeed on an undefended model at paper budgets.
@@ -53,7 +55,6 @@ STRENGTH_KNOBS: tuple[str, ...] = (
     "budget", "steps", "num_iter", "binary_steps", "restarts", "num_drop", "num_add", "clip",
 )
 
-CLEAN = "clean"
 UNDEFENDED = "none"
 
 

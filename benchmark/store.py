@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "CLEAN",
     "COLUMNS",
     "GROUP_COLUMNS",
     "KEY_COLUMNS",
@@ -53,6 +54,9 @@ __all__ = [
     "with_labels",
     "worst_case",
 ]
+
+#: The ``attack`` of the rows that classify the unattacked clouds.
+CLEAN = "clean"
 
 #: Columns that identify a cell: a row with the same values replaces the old one.
 KEY_COLUMNS: tuple[str, ...] = (
@@ -312,7 +316,7 @@ def survival(frame: pd.DataFrame, *, strong_only: bool = False) -> dict[tuple[An
     out: dict[tuple[Any, ...], np.ndarray] = {}
     for key, part in ok.groupby(list(GROUP_COLUMNS), sort=True, dropna=False):
         roles = _roles(part)
-        keep = (part["attack"] == "clean") | ((roles == "strong") if strong_only else (roles != "min-norm"))
+        keep = (part["attack"] == CLEAN) | ((roles == "strong") if strong_only else (roles != "min-norm"))
         outcomes = [decode_outcomes(o) for o in part.loc[keep, "outcomes"] if isinstance(o, str) and o]
         if not outcomes or len({o.size for o in outcomes}) != 1:
             continue
@@ -334,7 +338,7 @@ def min_norm_distances(frame: pd.DataFrame) -> dict[tuple[Any, ...], np.ndarray]
     ok = _with_key_columns(frame[frame["status"] == "ok"])
     out: dict[tuple[Any, ...], np.ndarray] = {}
     for key, part in ok.groupby(list(GROUP_COLUMNS), sort=True, dropna=False):
-        clean = part[part["attack"] == "clean"]
+        clean = part[part["attack"] == CLEAN]
         norm = part[_roles(part) == "min-norm"]
         if clean.empty or norm.empty or not isinstance(clean["outcomes"].iloc[-1], str):
             continue
@@ -382,10 +386,10 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame()
     table = ok.pivot_table(index="attack", columns="defense", values="accuracy", aggfunc="last") * 100
-    attacks = [a for a in dict.fromkeys(ok["attack"]) if a != "clean"]
+    attacks = [a for a in dict.fromkeys(ok["attack"]) if a != CLEAN]
     roles = dict(zip(ok["attack"], _roles(ok)))
     bounded = [a for a in attacks if roles.get(a) != "min-norm"]
-    order = (["clean"] if "clean" in table.index else []) + attacks
+    order = ([CLEAN] if CLEAN in table.index else []) + attacks
     table = table.reindex(order)
     defenses = list(dict.fromkeys(ok["defense"]))
     defenses = (["none"] if "none" in defenses else []) + [d for d in defenses if d != "none"]

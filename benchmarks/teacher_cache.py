@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(cfg, progress=False)
     runner.prepare_data()
     runner.prepare_models()
-    base_ctx = runner._defense_ctx()  # noqa: SLF001 (the run's own defense context)
+    base_ctx = runner.defense_context()  # the run's own defense context
     train = base_ctx.train
     params = {**(cfg.defenses.get("mrpd") or {}), "epochs": args.epochs}
     print(f"{args.profile} profile, CPU, {torch.get_num_threads()} threads, {len(train)} training clouds x "

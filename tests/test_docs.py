@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.docs import check_docs, render_sections, write_docs
+import benchmark.leaderboard  # noqa: F401  (registers the results' README sections)
+from benchmark.docs import GENERATORS, check_docs, register_section, render_sections, write_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,3 +84,12 @@ def test_the_ablation_section_quotes_the_table_bench_ablate_wrote(tmp_path):
     write_docs(tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert "Dataset `synthshapes`, n = 8." in text and "| full | 90.0 |\n<!-- end" in text and "old" not in text
+
+
+def test_sections_are_registered_once_and_unknown_names_say_where_they_come_from(tmp_path):
+    assert {"attack-presets", "ablation-mrpd", "leaderboard-headline", "grid-attacks"} <= set(GENERATORS)
+    with pytest.raises(ValueError, match="already registered"):
+        register_section("grid-attacks")(lambda root: "")
+    text = "<!-- begin generated: no-such -->\nx\n<!-- end generated: no-such -->\n"
+    with pytest.raises(KeyError, match="benchmark.leaderboard"):
+        render_sections(text, tmp_path)

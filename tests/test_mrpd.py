@@ -321,3 +321,19 @@ def test_smoke_bench_run_mrpd_end_to_end(tmp_path):
     table = (tmp_path / "out" / "ablations" / "mrpd" / "ablation.md").read_text()
     assert "| full |" in table and "| no-gate |" in table and "| none |" in table
     assert "mrpd: loaded cached training" in proc.stderr  # the full variant = the run's MRPD
+    # bench teachers on the same cache: MRPD and the pgd examples are reused, one row per (set, probe)
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "teachers", "--profile", "smoke", "--attack", "pgd",
+                           "--views", "2", "--train-limit", "8", "--out", str(tmp_path / "out"), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mrpd: loaded cached training" in proc.stderr
+    report = json.loads((tmp_path / "out" / "diagnostics" / "mrpd" / "teachers.json").read_text())
+    probes = ["student", "student+mrpd", "image-1v", "image-2v", "point-teacher"]
+    sets = ["test: clean", "test: pgd", "train: clean", "train: mrpd examples"]
+    assert [(r["set"], r["probe"]) for r in report["rows"]] == [(s, p) for s in sets for p in probes]
+    by = {(r["set"], r["probe"]): r for r in report["rows"]}
+    assert by["test: clean", "student"]["accuracy"] == pytest.approx(float(cells["none", "clean"]["accuracy"]))
+    assert by["test: pgd", "student"]["accuracy"] == pytest.approx(float(cells["none", "pgd"]["accuracy"]))
+    assert by["test: pgd", "student+mrpd"]["accuracy"] == pytest.approx(float(cells["mrpd", "pgd"]["accuracy"]))
+    assert by["train: mrpd examples", "student"]["n"] == 8 and by["test: pgd", "image-2v"]["drift"] <= 1.0 + 1e-6
+    assert "Rescue rate" in (tmp_path / "out" / "diagnostics" / "mrpd" / "teachers.md").read_text()
