@@ -91,12 +91,25 @@ def ablation_mrpd(root: Path) -> str:
     return "\n".join([f"From `{path.relative_to(root)}`. {intro}", "", *lines[start:end]]) + "\n"
 
 
+def teachers_mrpd(root: Path) -> str:
+    """The tables of ``results/diagnostics/mrpd/teachers.md`` (written by `bench teachers`)."""
+    path = root / "results" / "diagnostics" / "mrpd" / "teachers.md"
+    if not path.exists():
+        return "No committed teacher-robustness report yet: run `bench teachers`.\n"
+    lines = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Probes: ")), None)
+    if start is None:
+        return f"`{path.relative_to(root)}` holds no tables.\n"
+    return "\n".join([f"From `{path.relative_to(root)}`.", "", *lines[start:]]).rstrip() + "\n"
+
+
 #: name -> renderer(project root) -> markdown (ending in a newline). The sections drawn from the
 #: committed results' leaderboard (``leaderboard-*``, ``grid-attacks``) are registered by
 #: ``benchmark.leaderboard`` when it is imported (``bench docs`` imports it).
 GENERATORS: dict[str, Callable[[Path], str]] = {
     "attack-presets": attack_presets,
     "ablation-mrpd": ablation_mrpd,
+    "teachers-mrpd": teachers_mrpd,
 }
 
 

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,8 @@ def plot_robustness_curves(frame: pd.DataFrame, out_dir: str | os.PathLike[str],
         ax.set_ylabel("robust accuracy (%)")
         ax.set_ylim(0, 105)
         ax.set_xlim(0, budgets[-1])
-        ax.set_title(section.title() + "\nfrom the minimum-norm attack (one run)", fontsize=9)
+        title = "\n".join(textwrap.wrap(section.title(), 72))
+        ax.set_title(title + "\nfrom the minimum-norm attack (one run)", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import benchmark.leaderboard  # noqa: F401  (registers the results' README sections)
 from benchmark.docs import GENERATORS, check_docs, register_section, render_sections, write_docs
@@ -84,6 +85,22 @@ def test_the_ablation_section_quotes_the_table_bench_ablate_wrote(tmp_path):
     write_docs(tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert "Dataset `synthshapes`, n = 8." in text and "| full | 90.0 |\n<!-- end" in text and "old" not in text
+
+
+def test_the_teachers_section_quotes_the_tables_bench_teachers_wrote(tmp_path):
+    from defenses.mrpd.diagnostics import CloudSet, Probe, probe_markdown, probe_table
+
+    labels = torch.tensor([0, 1])
+    clean = torch.eye(3)[labels].view(2, 1, 3).expand(2, 4, 3).clone()
+    probes = [Probe("student", lambda x: x.mean(1), torch.eye(3), "mean")]
+    rows = probe_table(probes, [CloudSet("test: clean", clean, labels)], reference="student")
+    folder = tmp_path / "results" / "diagnostics" / "mrpd"
+    folder.mkdir(parents=True)
+    (folder / "teachers.md").write_text(probe_markdown(rows, probes, reference="student", intro="# title\n\nintro"))
+    (tmp_path / "README.md").write_text("<!-- begin generated: teachers-mrpd -->\n<!-- end generated: teachers-mrpd -->\n")
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| test: clean | 2 | 100.0 |" in text and "# title" not in text and "`student`: mean" in text
 
 
 def test_sections_are_registered_once_and_unknown_names_say_where_they_come_from(tmp_path):
