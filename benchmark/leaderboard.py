@@ -463,9 +463,10 @@ def render_leaderboard(frame: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]
     lines = [GENERATED_NOTICE, "", "# PCRB leaderboard", ""]
     lines.append("Accuracy in % with its 95% Wilson score interval on the n test clouds (`[low, high]`): two "
                  "defenses whose intervals overlap are not clearly distinguishable at this n. **avg robust**: "
-                 "mean accuracy over the attacks (the MRPD paper's average robust accuracy; defenses are ranked "
-                 "by it). **worst case**: share of clouds classified correctly clean *and* under every attack "
-                 "(AutoAttack's convention; averaging over attacks flatters a defense). Inference cost is a timing, "
+                 "mean accuracy over the attacks (the MRPD paper's average robust accuracy, kept for comparison). "
+                 "**worst case**: share of clouds classified correctly clean *and* under every attack "
+                 "(AutoAttack's convention; averaging over attacks flatters a defense); defenses are ranked by "
+                 "it, over the strong attacks where the rows name them (below each table). Inference cost is a timing, "
                  "so it is not here (the same run must give the same file): see `cost_ratio` in the CSV and "
                  "`benchmarks/defense_cost.py`. `failed`: the cell "
                  "raised an error (listed below its table); `–`: not run.")
