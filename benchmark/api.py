@@ -158,7 +158,7 @@ def teacher_robustness(cfg: RunConfig, *, views: int = 6, train_limit: int | Non
     """
     from benchmark.runner import Runner
     from defenses.adversarial_training import crafted_training_set
-    from defenses.mrpd.diagnostics import CloudSet, Probe, image_probe, probe_markdown, probe_table
+    from defenses.mrpd.diagnostics import CloudSet, Probe, probe_markdown, probe_table, teacher_probes
 
     started = time.perf_counter()
     cfg = dataclasses.replace(cfg, defense=["mrpd"], protocol=["transfer"])
@@ -171,18 +171,9 @@ def teacher_robustness(cfg: RunConfig, *, views: int = 6, train_limit: int | Non
     zoo, device = runner.zoo, runner.device
     mrpd = runner.defense_object("mrpd")
     ctx = runner.defense_context()
-    clip = zoo.get("clip").model.eval()
-    projection = dataclasses.replace(zoo.ctx.projection, image_size=clip.image_size)
-    bank = student.head.class_embeddings.detach()
-    teacher = zoo.get(mrpd.point_teacher).model.eval()
-    probes = [
-        Probe(REFERENCE, lambda x: student.embed(x), bank, "the undefended student (the victim)"),
-        Probe("student+mrpd", classifier.embed, classifier.class_embeddings,
-              "the student with MRPD's point prompts, its learned-context class bank"),
-        image_probe(clip, projection, bank, 1),
-        *([image_probe(clip, projection, bank, views)] if views > 1 else []),
-        Probe("point-teacher", lambda x: teacher.embed(x), bank, f"`{mrpd.point_teacher}`, class text bank"),
-    ]
+    probes = teacher_probes(zoo, student, mrpd.point_teacher, views, reference=REFERENCE)
+    probes.insert(1, Probe("student+mrpd", classifier.embed, classifier.class_embeddings,
+                           "the student with MRPD's point prompts, its learned-context class bank"))
 
     sets = [CloudSet("test: clean", runner.points, runner.labels)]
     success: dict[str, float] = {}

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from benchmark.env import DeviceError
@@ -436,7 +437,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rows is None:  # a torchrun worker rank: rank 0 prints the table
         return 1 if runner.failures else 0
     print_summary(rows, cfg, Console(width=max(120, Console().width)))
-    _print_replaced(runner.replaced, console)
+    _print_replaced(runner.replaced, runner.rows, console)
     _print_sanity(runner.store.read(cfg.dataset.name), console)
     console.print(f"results: {runner.store.csv_path(cfg.dataset.name)} (run {runner.run_id})")
     if runner.failures:
@@ -674,19 +675,37 @@ def print_summary(rows: Any, cfg: RunConfig, console: Any) -> None:
         console.print(out)
 
 
-def _print_replaced(replaced: Sequence[tuple[dict[str, Any], str]], console: Any) -> None:
-    """Say which stored rows this run replaced, ``(old row, new cell hash)``: the same cells with
-    identical parameters (a variant with other parameters is a new row, never a replacement)."""
+def _text(value: Any) -> str:
+    """A stored text cell as a string ("" for a missing value: None or the NaN a CSV read gives)."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _print_replaced(replaced: Sequence[tuple[dict[str, Any], str]], new_rows: Sequence[Mapping[str, Any]],
+                    console: Any) -> None:
+    """Say which stored rows this run replaced, ``(old row, new cell hash)``: the same cells under
+    the same variant label (a variant with other parameters than its profile's is a new row,
+    never a replacement), and why: the old one failed, the profile's own settings changed, code,
+    weights or data changed, or nothing did (``--force``)."""
     if not replaced:
         return
+    new_by_hash = {row.get("cell_hash"): row for row in new_rows}
+
+    def params_changed(old: Mapping[str, Any], new_hash: str) -> bool:
+        new = new_by_hash.get(new_hash)
+        return new is not None and any(_text(old.get(k)) != _text(new.get(k)) for k in ("attack_params", "defense_params"))
+
     failed = sum(1 for old, _ in replaced if old.get("status") != "ok")
-    changed = sum(1 for old, new_hash in replaced if old.get("status") == "ok" and old.get("cell_hash") != new_hash)
+    ok = [(old, h) for old, h in replaced if old.get("status") == "ok"]
+    settings = sum(1 for old, h in ok if params_changed(old, h))
+    changed = sum(1 for old, h in ok if old.get("cell_hash") != h and not params_changed(old, h))
+    same = len(ok) - settings - changed
     cells = ", ".join(f"{old.get('protocol')}/{old.get('defense')}/{old.get('attack')}" for old, _ in replaced[:6])
     more = f" and {len(replaced) - 6} more" if len(replaced) > 6 else ""
-    console.print(f"[yellow]replaced {len(replaced)} stored row(s) computed with identical parameters[/] "
-                  f"({cells}{more}): {failed} had failed, {changed} had another cell hash (code, weights or data "
-                  f"changed since), {len(replaced) - failed - changed} were recomputed as they were (--force). "
-                  "Rows with other parameters are kept as labelled variants, never replaced.")
+    console.print(f"[yellow]replaced {len(replaced)} stored row(s) of the same cells[/] ({cells}{more}): "
+                  f"{failed} had failed, {settings} were computed with the profile's earlier settings, {changed} "
+                  f"with the same settings before code, weights or data changed, {same} with identical parameters "
+                  "(recomputed: --force). Rows with other parameters than their profile's are kept as labelled "
+                  "variants, never replaced.")
 
 
 def _print_sanity(rows: Any, console: Any) -> None:

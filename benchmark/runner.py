@@ -192,7 +192,7 @@ class Runner:
         self._profile_config: dict[str, Any] | None = None
         self.failures: list[tuple[Cell, str]] = []
         self.rows: list[dict[str, Any]] = []
-        #: stored rows this run replaced (same cell, identical parameters): ``(old row, new cell hash)``
+        #: stored rows this run replaced (same cell key: the same variant label): ``(old row, new cell hash)``
         self.replaced: list[tuple[dict[str, Any], str]] = []
 
     # ------------------------------------------------------------------ selection

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from benchmark.projection import DepthProjector
 
-__all__ = ["CloudSet", "Probe", "image_probe", "probe_markdown", "probe_table"]
+__all__ = ["CloudSet", "Probe", "image_probe", "probe_markdown", "probe_table", "teacher_probes"]
 
 
 @dataclass
@@ -79,6 +79,23 @@ def image_probe(clip: nn.Module, projection: Any, bank: Tensor, views: int, name
 
     return Probe(name or f"image-{views}v", embed, bank,
                  f"CLIP image tower on {views} depth view{'s' if views > 1 else ''}, class text bank")
+
+
+def teacher_probes(zoo: Any, student: nn.Module, point_teacher: str, views: int, *,
+                   reference: str = "student") -> list[Probe]:
+    """The undefended ``student`` (named ``reference``), the zoo's CLIP image tower on 1 and on
+    ``views`` depth views, and the zoo's ``point_teacher``; every probe classifies against the
+    student's class bank (the CLIP class text embeddings it was trained onto)."""
+    clip = zoo.get("clip").model.eval()
+    projection = dataclasses.replace(zoo.ctx.projection, image_size=clip.image_size)
+    bank = student.head.class_embeddings.detach()
+    teacher = zoo.get(point_teacher).model.eval()
+    return [
+        Probe(reference, lambda x: student.embed(x), bank, "the undefended student (the victim)"),
+        image_probe(clip, projection, bank, 1),
+        *([image_probe(clip, projection, bank, views)] if views > 1 else []),
+        Probe("point-teacher", lambda x: teacher.embed(x), bank, f"`{point_teacher}`, class text bank"),
+    ]
 
 
 @torch.no_grad()
