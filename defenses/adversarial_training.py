@@ -37,7 +37,7 @@ from benchmark.cache import state_dict_sha256
 from benchmark.config import TrainConfig, config_hash, to_jsonable
 from benchmark.data import PointCloudDataset
 from benchmark.training import fit, split_indices
-from benchmark.params import count, fraction, param, positive
+from benchmark.params import choice, count, fraction, param, positive
 from defenses import register_defense
 from defenses.base import DefendedModel, DefenseContext, ModelDefense
 from defenses.prompting import PromptedClassifier
@@ -138,10 +138,21 @@ def crafted_training_set(
     return crafted
 
 
-def training_pgd(ctx: DefenseContext, steps: int | None, targeted: bool | None, budget: float | None) -> Attack:
-    """The run's ``pgd`` for crafting training examples, with the overrides that are not None."""
-    overrides = {"steps": steps, "targeted": targeted, "budget": budget}
-    return ctx.attack("pgd", **{k: v for k, v in overrides.items() if v is not None})
+#: attacks a training-time defense may craft its examples with (``adv_attack``)
+TRAINING_ATTACKS = ("pgd", "apgd")
+
+
+def training_attack(ctx: DefenseContext, name: str, steps: int | None, targeted: bool | None,
+                    budget: float | None) -> Attack:
+    """The run's ``name`` attack (``pgd`` or ``apgd``) for crafting training examples, with the
+    overrides that are not None; ``budget`` is an absolute L2 radius over all coordinates (for
+    ``apgd``, whose registered budget scales with the cloud size, it sets ``budget_scale``)."""
+    if name not in TRAINING_ATTACKS:
+        raise ValueError(f"adv_attack must be one of {TRAINING_ATTACKS}; got {name!r}")
+    overrides: dict[str, Any] = {"steps": steps, "targeted": targeted, "budget": budget}
+    if budget is not None and name == "apgd":
+        overrides["budget_scale"] = "absolute"
+    return ctx.attack(name, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _spec(defense: ModelDefense, cfg: TrainConfig, attack: Attack) -> dict[str, Any]:
@@ -290,7 +301,9 @@ class PromptAT(ModelDefense):
             (None = the run's ``pgd`` steps).
         clean_fraction: fraction of the epochs trained on clean clouds before switching to
             the adversarial ones (MRPD: the first half).
-        adv_targeted, adv_budget: override the run's ``pgd`` for crafting the training examples
+        adv_attack: ``pgd`` (the paper) or ``apgd``: the run's attack of that name crafts the
+            training examples.
+        adv_targeted, adv_budget: override that attack's targeting and (absolute L2) budget
             (None = as the run's; keep them equal to MRPD's so the ablation compares like with like).
 
     Epochs, AdamW settings, gradient clipping: ``training.prompt-at``. The adversarial
@@ -301,12 +314,13 @@ class PromptAT(ModelDefense):
     num_prompts: int = count(10)
     steps: int | None = count(None)
     clean_fraction: float = fraction(0.5)
+    adv_attack: str = choice("pgd", TRAINING_ATTACKS)
     adv_targeted: bool | None = param(None, kind="bool")
     adv_budget: float | None = positive(None)
 
     def crafting_attack(self, ctx: DefenseContext) -> Attack:
-        """The run's ``pgd`` with this defense's ``steps`` / ``adv_targeted`` / ``adv_budget`` overrides."""
-        return training_pgd(ctx, self.steps, self.adv_targeted, self.adv_budget)
+        """The run's ``adv_attack`` with this defense's ``steps`` / ``adv_targeted`` / ``adv_budget`` overrides."""
+        return training_attack(ctx, self.adv_attack, self.steps, self.adv_targeted, self.adv_budget)
 
     def prepare(self, ctx: DefenseContext) -> nn.Module:
         cfg = ctx.train_config("prompt-at")

@@ -187,3 +187,20 @@ def test_prompt_at_training_moves_the_prompts_from_their_initialisation(small_tr
     defended = PromptAT()(context(victim, small_train, epochs=2, pgd=PROMPT_PGD))
     assert not torch.equal(defended.classifier.prompts.detach(), init)
     assert dataclasses.asdict(PromptAT())["num_prompts"] == 10
+
+
+def test_training_examples_come_from_the_chosen_attack_with_an_absolute_budget(small_train):
+    from attacks.apgd import APGD
+    from attacks.pgd import PGD
+    from defenses import build_defense
+
+    ctx = context(tiny_student(), small_train, epochs=1)
+    pgd = PromptAT().crafting_attack(ctx)
+    assert isinstance(pgd, PGD) and pgd.budget == PGD_PARAMS.get("budget", pgd.budget)
+    apgd = PromptAT(adv_attack="apgd", adv_budget=0.32, steps=4).crafting_attack(ctx)
+    assert isinstance(apgd, APGD) and (apgd.budget, apgd.budget_scale, apgd.steps) == (0.32, "absolute", 4)
+    assert not apgd.targeted
+    same = build_defense("mrpd", adv_attack="apgd", adv_budget=0.32, steps=4).crafting_attack(ctx)
+    assert dataclasses.asdict(same) == dataclasses.asdict(apgd)  # MRPD and prompt-at share one crafted set
+    with pytest.raises(ValueError, match="adv_attack"):
+        PromptAT(adv_attack="cw")

@@ -43,7 +43,7 @@ from benchmark.projection import DepthProjector
 from benchmark.training import fit, split_indices
 from benchmark.params import choice, count, param, positive
 from defenses import register_defense
-from defenses.adversarial_training import crafted_training_set, training_pgd, victim_weights_hash
+from defenses.adversarial_training import TRAINING_ATTACKS, crafted_training_set, training_attack, victim_weights_hash
 from defenses.base import DefendedModel, DefenseContext, ModelDefense
 from defenses.mrpd.losses import confidence_gate, gated_infonce, label_infonce, uncertainty_weighting
 from defenses.prompting import PointPrompt, supports_prompts
@@ -127,8 +127,10 @@ class MRPD(ModelDefense):
         views: depth views of the image teacher (mean of the views' embeddings; paper code 1).
         point_teacher: the point teacher's model name; point_teacher_input: ``clean``
             (paper) or ``student`` (its input is the student's batch, the released code).
-        steps, adv_targeted, adv_budget: PGD steps / targeted / budget of the training examples
-            crafted once (None = the run's ``pgd``, the paper's choice).
+        adv_attack: the attack crafting the training examples once: ``pgd`` (the paper) or
+            ``apgd`` (the run's settings of that attack).
+        steps, adv_targeted, adv_budget: its steps / targeted / absolute L2 budget (None = the
+            run's, for ``pgd`` the paper's choice).
         template: the class prompt after the context tokens.
     """
 
@@ -147,6 +149,7 @@ class MRPD(ModelDefense):
     views: int = count(1)
     point_teacher: str = param("point-transformer-teacher")
     point_teacher_input: str = choice("clean", ("clean", "student"))
+    adv_attack: str = choice("pgd", TRAINING_ATTACKS)
     steps: int | None = count(None)
     adv_targeted: bool | None = param(None, kind="bool")
     adv_budget: float | None = positive(None)
@@ -165,7 +168,9 @@ class MRPD(ModelDefense):
         "prompts-10-5": Ablation({"point_prompts": 10, "text_prompts": 5}, "10 point / 5 text prompts", 70.78),
         "prompts-15-3": Ablation({"point_prompts": 15, "text_prompts": 3}, "15 point / 3 text prompts", 69.94),
         "clean-only": Ablation({"adv_epochs": 0}, "every epoch on clean clouds (no adversarial half)"),
-        "untargeted-0.32": Ablation({"adv_targeted": False, "adv_budget": 0.32},
+        "apgd-0.32": Ablation({"adv_attack": "apgd", "adv_targeted": None, "adv_budget": 0.32},
+                              "second half on untargeted APGD examples at L2 0.32 (they fool most training clouds)"),
+        "untargeted-0.32": Ablation({"adv_attack": "pgd", "adv_targeted": False, "adv_budget": 0.32},
                                     "second half on untargeted PGD at 4x the budget (stronger training examples)"),
     }
 
@@ -186,7 +191,7 @@ class MRPD(ModelDefense):
         return dataclasses.replace(cfg, epochs=self.epochs) if self.epochs is not None else cfg
 
     def crafting_attack(self, ctx: DefenseContext) -> Attack:
-        return training_pgd(ctx, self.steps, self.adv_targeted, self.adv_budget)
+        return training_attack(ctx, self.adv_attack, self.steps, self.adv_targeted, self.adv_budget)
 
     def _teachers(self, ctx: DefenseContext) -> tuple[ClipTeacher, Any, DepthProjector]:
         if ctx.zoo is None:
