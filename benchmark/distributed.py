@@ -311,6 +311,7 @@ class DistributedRunner:
         self.run_id = ""
         self.failures: list[tuple[Any, str]] = []
         self.replaced: list[tuple[dict[str, Any], str]] = []  # as Runner.replaced
+        self.rows: list[Mapping[str, Any]] = []  # the merged rows this run wrote (rank 0), as Runner.rows
 
     def _init(self) -> Any:
         import torch
@@ -409,6 +410,7 @@ class DistributedRunner:
                 rows.append(row)
                 shards.append(ShardInfo(outcome["rank"], self.world_size, self.cfg.batch_size))
         merged = merge_shard_rows(rows, shards)
+        self.rows = list(merged)
         new_hash = {tuple(str(r.get(c, "")) for c in KEY_COLUMNS): str(r.get("cell_hash", "")) for r in merged}
         self.replaced = [(old, new_hash.get(tuple(str(old.get(c, "")) for c in KEY_COLUMNS), ""))
                          for old in self.store.write(merged)]

@@ -196,3 +196,25 @@ def test_attack_crafts_then_loads_adversarial_examples_from_the_cache(bench):
     again = bench(*args)
     assert again.returncode == 0, again.stderr
     assert "crafted" not in again.stdout and again.stdout.count("cache") >= 2
+
+
+def test_the_run_summary_says_why_each_stored_row_was_replaced():
+    from rich.console import Console
+
+    from benchmark.cli import _print_replaced
+
+    def old(attack, status="ok", params='{"steps": 25}', cell_hash="h-old"):
+        return {"protocol": "transfer", "defense": "none", "attack": attack, "status": status,
+                "attack_params": params, "defense_params": "{}", "cell_hash": cell_hash}
+
+    new_rows = [{"cell_hash": "h1", "attack_params": '{"steps": 100}', "defense_params": "{}"},  # profile changed
+                {"cell_hash": "h2", "attack_params": '{"steps": 25}', "defense_params": "{}"},   # code changed
+                {"cell_hash": "h-old", "attack_params": '{"steps": 25}', "defense_params": "{}"}]  # --force
+    replaced = [(old("fmn"), "h1"), (old("pgd"), "h2"), (old("cw"), "h-old"), (old("knn", status="failed"), "h4")]
+    console = Console(record=True, width=400)
+    _print_replaced(replaced, new_rows, console)
+    said = console.export_text()
+    assert "replaced 4 stored row(s) of the same cells" in said and "1 had failed" in said
+    assert "1 were computed with the profile's earlier settings" in said
+    assert "1 with the same settings before code, weights or data changed" in said
+    assert "1 with identical parameters" in said
