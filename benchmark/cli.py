@@ -543,7 +543,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_teachers(args: argparse.Namespace) -> int:
-    """``bench teachers``: the teacher-robustness report (``benchmark.teachers``)."""
+    """``bench teachers``: the teacher-robustness report (``benchmark.api.teacher_robustness``)."""
     from rich.console import Console
 
     from benchmark.api import diagnostics_dir, teacher_robustness
@@ -862,9 +862,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ablate": cmd_ablate, "teachers": cmd_teachers, "cache": cmd_cache, "list": cmd_list, "info": cmd_info, "run": cmd_run,
-            "train": cmd_train, "attack": cmd_attack, "leaderboard": cmd_leaderboard, "plot": cmd_plot, "docs": cmd_docs,
-            "merge": cmd_merge}
+COMMANDS = {"ablate": cmd_ablate, "attack": cmd_attack, "cache": cmd_cache, "docs": cmd_docs, "info": cmd_info,
+            "leaderboard": cmd_leaderboard, "list": cmd_list, "merge": cmd_merge, "plot": cmd_plot, "run": cmd_run,
+            "teachers": cmd_teachers, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

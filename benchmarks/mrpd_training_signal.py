@@ -26,7 +26,6 @@ import dataclasses
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from attacks.crafting import craft, crafting_key
     from benchmark.cli import populate_registries
     from benchmark.config import resolve_config, to_jsonable
     from benchmark.runner import Runner
@@ -78,19 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     crafted: dict[str, dict[str, Any]] = {}
     for name, (attack_name, overrides) in CANDIDATES.items():
         attack = ctx.attack(attack_name, **overrides)
-        start = time.perf_counter()
-        parts, success, l2 = [], [], []
-        for s in range(0, n, args.batch_size):
-            e = min(s + args.batch_size, n)
-            result = attack(student, clean[s:e].to(runner.device), labels[s:e].to(runner.device),
-                            indices=torch.arange(s, e))
-            parts.append(result.points.detach().cpu())
-            success.append(result.success.cpu())
-            l2.append(result.l2.cpu())
-        seconds = time.perf_counter() - start
-        sets.append(CloudSet(name, torch.cat(parts), labels, clean="clean"))
-        crafted[name] = {"attack": attack_name, "params": to_jsonable(dataclasses.asdict(attack)), "success": float(torch.cat(success).float().mean()),
-                         "mean_l2": float(torch.cat(l2).mean()), "seconds": round(seconds, 1)}
+        key = crafting_key(attack, model_hash=runner.victim.weights_hash, dataset_fingerprint=ctx.train.fingerprint,
+                           split=ctx.train.split, subset=range(n))
+        result = craft(attack, student, clean, labels, key=key, cache_dir=None, batch_size=args.batch_size,
+                       indices=torch.arange(n))  # sample i attacked with index i, as MRPD's crafted set
+        seconds = result.seconds
+        sets.append(CloudSet(name, result.points.float(), labels, clean="clean"))
+        crafted[name] = {"attack": attack_name, "params": to_jsonable(dataclasses.asdict(attack)),
+                         "success": result.success_rate, "mean_l2": float(result.l2.mean()), "seconds": round(seconds, 1)}
         print(f"{name:32s} success {100 * crafted[name]['success']:5.1f}%  L2 {crafted[name]['mean_l2']:.3f}  "
               f"{seconds:.0f} s", flush=True)
     with torch.no_grad():
