@@ -46,6 +46,10 @@ class FitResult:
     best_score: float = float("nan")
     best_epoch: int = -1
     seconds: float = 0.0
+    #: per epoch, the mean gradient norm (over ``params``, before clipping) of its steps
+    grad_norm: list[float] = field(default_factory=list)
+    #: the epoch after which training stopped for lack of improvement (None: ran every epoch)
+    stopped_early: int | None = None
 
 
 @contextlib.contextmanager
@@ -164,15 +168,26 @@ def fit(
     description: str = "training",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    patience: int | None = None,
+    after_backward: Callable[[], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` for ``cfg.epochs`` on ``train`` and keep the best-validating weights.
+    """Train ``model`` for at most ``cfg.epochs`` on ``train`` and keep the best-validating weights.
 
     ``step(points, labels, indices) -> loss`` computes the loss of one augmented batch
     (``indices`` are the clouds' positions in ``train``, for per-cloud targets such as
     cached teacher features). ``validate() -> score`` (higher is better) runs after each
     epoch; the model ends with the weights of the best epoch (the last one without
-    ``validate``). Only ``params`` (default: all requiring grad) are optimised.
+    ``validate``). Only ``params`` (default: all requiring grad) are optimised. The
+    learning-rate schedule always spans ``cfg.epochs``.
+
+    Args:
+        patience: with ``validate``, stop once this many epochs in a row failed to beat the
+            best score (None: run every epoch).
+        after_backward: called after each backward pass, before clipping and the optimiser
+            step (gradients are in ``.grad``), e.g. to record per-parameter gradient norms.
     """
+    if patience is not None and patience < 1:
+        raise ValueError(f"{description}: patience must be >= 1 epoch or None; got {patience}")
     device = torch.device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -202,7 +217,7 @@ def fit(
     with progress_bar(total, description, enabled=progress) as advance:
         for epoch in range(cfg.epochs):
             model.train()
-            losses = []
+            losses, norms = [], []
             order = torch.randperm(len(train), generator=generator).numpy()
             for s in range(steps_per_epoch):
                 idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
@@ -219,13 +234,16 @@ def fit(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                if after_backward is not None:
+                    after_backward()
+                # pre-clipping norm; max_norm=inf when not clipping only measures it
+                norms.append(float(nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))))
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 i += 1
                 advance(info=f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f}")
             result.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
+            result.grad_norm.append(float(np.mean(norms)) if norms else float("nan"))
             score = validate() if validate is not None else float("nan")
             result.val_score.append(score)
             if validate is None or not result.val_score[:-1] or score > result.best_score:
@@ -235,6 +253,12 @@ def fit(
             if log is not None:
                 log(f"{description}: epoch {epoch + 1}/{cfg.epochs} loss {result.train_loss[-1]:.4f}"
                     + (f" val {score:.4f}" if validate is not None else ""))
+            if validate is not None and patience is not None and epoch - result.best_epoch >= patience:
+                result.stopped_early = epoch
+                if log is not None:
+                    log(f"{description}: stopped after epoch {epoch + 1}: no better validation score in "
+                        f"{patience} epochs (best: epoch {result.best_epoch + 1}, {result.best_score:.4f})")
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

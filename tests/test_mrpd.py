@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 
@@ -185,6 +186,34 @@ def test_only_prompts_context_temperatures_and_variances_train(setup, tmp_path):
     # temperatures and variances trained too (they start at 0.07 and 0)
     assert any(abs(t - 0.07) > 1e-3 for t in history[-1]["tau"])
     assert any(abs(v) > 1e-2 for v in history[-1]["log_var"])
+    # convergence evidence per epoch: distance of the prompts from their start, gradient norms per group
+    assert {"drift/point", "drift/text", "grad/point", "grad/text", "grad/tau", "grad/log_var", "score"} <= set(history[-1])
+    assert history[-1]["drift/point"] > history[0]["drift/point"] > 0 and history[-1]["grad/point"] > 0
+    # rescue rates on the adversarial training clouds, next to the undefended student's accuracy there
+    diag = meta["diagnostics"]
+    assert 0 <= diag["student_adv_accuracy"] <= 1 and set(diag["rescue_rate"]) == set(diag["teacher_accuracy"])
+
+
+def test_fitted_text_context_selection_rule_and_early_stop(setup, tmp_path):
+    data, zoo, student, _ = setup
+    cfg = TrainConfig(epochs=6, batch_size=36, val_fraction=0.25, lr=0.1, scale_low=1.0, scale_high=1.0)
+    ctx = ctx_of(setup, cache_dir=tmp_path, train_config=lambda name: cfg)
+    meta = build_defense("mrpd", text_init="fitted", patience=1, clean_tolerance=0.0)(ctx).meta
+    fitted = meta["text_init"]
+    assert fitted["val_clean_after"] >= fitted["val_clean_before"] and fitted["steps"] == 100
+    history, ref = meta["history"], meta["reference_val_clean"]
+    assert 0 <= ref <= 1
+    # the kept epoch is the best-scoring one; an epoch below the student's clean accuracy scores below every other
+    scores = [h["score"] for h in history]
+    assert meta["best_epoch"] == int(np.argmax(scores))
+    for h in history:
+        assert (h["score"] < 0) == (h["val_clean"] < ref - 1e-9)
+    # patience 1: training stops at the first epoch that fails to improve
+    assert meta["epochs_run"] == len(history) <= 6
+    if meta["stopped_early"] is not None:
+        assert meta["stopped_early"] == meta["best_epoch"] + 1 == len(history) - 1
+    # the paper's defaults: every epoch, no fitted context
+    assert build_defense("mrpd").text_init == "random" and build_defense("mrpd").patience is None
 
 
 def test_teacher_features_are_cached_and_invalidated_by_new_teacher_weights(setup, tmp_path):
@@ -193,7 +222,7 @@ def test_teacher_features_are_cached_and_invalidated_by_new_teacher_weights(setu
     # a second training (different epochs: not the trained-state cache) reads every feature from the cache
     ctx = ctx_of(setup, cache_dir=tmp_path)
     build_defense("mrpd", epochs=3)(ctx)
-    assert FEATURE_CACHE_STATS["hits"] - hits == 3
+    assert FEATURE_CACHE_STATS["hits"] - hits == 4  # image clean / adversarial, point clean, student adversarial
     data, zoo, student, _ = setup
     other = Zoo(dataclasses.replace(zoo.ctx, seed=1, cache_dir=tmp_path))
     misses = FEATURE_CACHE_STATS["misses"]

@@ -68,6 +68,45 @@ def test_fit_restores_the_best_validating_epoch() -> None:
         torch.testing.assert_close(value, snapshots[1][key])
 
 
+def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best() -> None:
+    data = sphere_vs_cube()
+    model = TinyPointNet()
+    scores = iter([0.1, 0.9, 0.5, 0.9, 0.95, 0.99])  # 0.9 again is not an improvement
+    snapshots = []
+
+    def validate() -> float:
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    result = fit(model, data, TrainConfig(epochs=6, batch_size=8), classification_step(model),
+                 validate=validate, patience=2, progress=False)
+    assert result.stopped_early == 3 and len(result.val_score) == 4 and len(result.grad_norm) == 4
+    assert result.best_epoch == 1
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[1][key])
+    unlimited = fit(TinyPointNet(), data, TrainConfig(epochs=3, batch_size=8), classification_step(TinyPointNet()),
+                    validate=lambda: 0.0, progress=False)
+    assert unlimited.stopped_early is None and len(unlimited.val_score) == 3
+    with pytest.raises(ValueError, match="patience"):
+        fit(model, data, TrainConfig(epochs=1, batch_size=8), classification_step(model), patience=0, progress=False)
+
+
+def test_fit_reports_pre_clipping_gradient_norms_and_calls_the_hook_after_backward() -> None:
+    data = sphere_vs_cube()
+    model = TinyPointNet()
+    seen: list[float] = []
+
+    def hook() -> None:  # gradients are present and not yet clipped
+        seen.append(float(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()))
+
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, grad_clip=1e-3, val_fraction=0.0)
+    result = fit(model, data, cfg, classification_step(model), after_backward=hook, progress=False)
+    per_epoch = len(data) // 8
+    assert len(seen) == 2 * per_epoch
+    np.testing.assert_allclose(result.grad_norm, [np.mean(seen[:per_epoch]), np.mean(seen[per_epoch:])], rtol=1e-5)
+    assert min(result.grad_norm) > 1e-3  # the norm before clipping, not after
+
+
 def test_fit_is_deterministic_for_a_seed() -> None:
     data = sphere_vs_cube()
     states = []

@@ -41,7 +41,7 @@ from benchmark.cache import cached_features
 from benchmark.config import TrainConfig, to_jsonable
 from benchmark.projection import DepthProjector
 from benchmark.training import fit, split_indices
-from benchmark.params import choice, count, param, positive
+from benchmark.params import choice, count, fraction, param, positive
 from defenses import register_defense
 from defenses.adversarial_training import TRAINING_ATTACKS, crafted_training_set, training_attack, victim_weights_hash
 from defenses.base import DefendedModel, DefenseContext, ModelDefense
@@ -52,8 +52,15 @@ from models.clip import DEFAULT_PROMPT_TEMPLATE, ClipTeacher, PromptedTextEncode
 __all__ = ["MRPD", "MRPDClassifier", "MRPDPrompts", "TEACHERS"]
 
 TEACHERS = ("image", "point", "text")
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: history with drift / gradient norms, rescue rates, selection rule
 _TAU0 = math.log(0.07)
+_CTX_STEPS, _CTX_LR = 100, 1e-2  # text_init=fitted: full-batch Adam steps on the cached student embeddings
+
+
+def _rms_change(params: list[Tensor], initial: list[Tensor]) -> float:
+    """Root-mean-square change of ``params`` from ``initial`` per coordinate (4 significant digits)."""
+    change = torch.cat([(p.detach() - p0).flatten() for p, p0 in zip(params, initial)])
+    return float(f"{float(change.pow(2).mean().sqrt()):.4g}")
 
 
 class MRPDPrompts(nn.Module):
@@ -132,6 +139,15 @@ class MRPD(ModelDefense):
         steps, adv_targeted, adv_budget: its steps / targeted / absolute L2 budget (None = the
             run's, for ``pgd`` the paper's choice).
         template: the class prompt after the context tokens.
+        text_init: ``random`` (N(0, 0.05), the paper's code) or ``fitted``: the text context
+            starts fitted (CoOp, cached) to the frozen student's clean training embeddings, so
+            every variant, with or without the text loss, classifies with a trained head.
+        patience: stop once this many epochs fail to beat the best validation score (None:
+            every epoch, the paper); the schedule still spans ``epochs``.
+        clean_tolerance: the checkpoint kept is the epoch with the best validation robust
+            accuracy among those whose validation clean accuracy is at least the undefended
+            student's minus this (None: any epoch, the paper's rule); an epoch outside the
+            tolerance never beats one inside it.
     """
 
     teachers: list[str] = field(default_factory=lambda: list(TEACHERS))
@@ -154,6 +170,9 @@ class MRPD(ModelDefense):
     adv_targeted: bool | None = param(None, kind="bool")
     adv_budget: float | None = positive(None)
     template: str = param(DEFAULT_PROMPT_TEMPLATE)
+    text_init: str = choice("random", ("random", "fitted"))
+    patience: int | None = count(None)
+    clean_tolerance: float | None = fraction(None)
 
     #: ``bench ablate mrpd``: the paper's ablations (PROTOCOL.md section 6, ModelNet40 mean robust
     #: accuracy) and a few more switches; the first entry is the full method.
@@ -248,14 +267,10 @@ class MRPD(ModelDefense):
         return defended
 
     # ------------------------------------------------------------------ training
-    def _train(self, ctx: DefenseContext, student: nn.Module, learned: MRPDPrompts, clip: Any, projection: Any,
-               projector: DepthProjector, attack: Attack, cfg: TrainConfig) -> dict[str, Any]:
-        device = ctx.device
-        adv_epochs = cfg.epochs // 2 if self.adv_epochs is None else min(self.adv_epochs, cfg.epochs)
-        clean_epochs = cfg.epochs - adv_epochs
-        crafted = crafted_training_set(ctx, attack, batch_size=cfg.batch_size) if adv_epochs > 0 else None
-        adv_points = crafted.points if crafted is not None else None
-        adv_hash = crafted.key_hash if crafted is not None else None
+    def _teacher_features(self, ctx: DefenseContext, clip: ClipTeacher, projection: Any, projector: DepthProjector,
+                          adv_points: Tensor | None, adv_hash: str | None) -> dict[str, Tensor]:
+        """Per training cloud, the frozen teachers' normalised embeddings (cached): ``image/clean``,
+        ``image/adv``, ``point/clean``, ``point/adv`` as the switches need them."""
         clip_model = clip.model.eval().requires_grad_(False)
 
         def image_embed(x: Tensor) -> Tensor:
@@ -265,7 +280,6 @@ class MRPD(ModelDefense):
 
         proj_key = {"projection": to_jsonable(dataclasses.asdict(projection))}
         feats: dict[str, np.ndarray] = {}
-        started = time.perf_counter()
         if "image" in self.teachers:
             feats["image/clean"] = self._features(ctx, "image", clip.weights_hash, proj_key, ctx.train.points, image_embed)
             if adv_points is not None:
@@ -279,29 +293,112 @@ class MRPD(ModelDefense):
             if adv_points is not None and self.point_teacher_input == "student":
                 feats["point/adv"] = self._features(ctx, "point", teacher.weights_hash, {"adv": adv_hash}, adv_points,
                                                     point_embed)
-        features = {k: torch.from_numpy(np.array(v)).to(device) for k, v in feats.items()}  # mmap -> memory
-        teacher_seconds = time.perf_counter() - started
-        bank0 = student.head.class_embeddings.detach().to(device)
-        labels_all = torch.from_numpy(ctx.train.labels).to(device)
-        diagnostics: dict[str, Any] = {"teacher_accuracy": {
-            k: float(((F.normalize(v, dim=-1) @ bank0.T).argmax(-1) == labels_all).float().mean())
-            for k, v in features.items()}, "teacher_seconds": round(teacher_seconds, 3)}
-        ctx.log("mrpd: teacher accuracy on the training clouds (class text bank): " +
-                ", ".join(f"{k} {100 * v:.1f}%" for k, v in diagnostics["teacher_accuracy"].items()))
+        return {k: torch.from_numpy(np.array(v)).to(ctx.device) for k, v in feats.items()}  # mmap -> memory
+
+    def _diagnostics(self, ctx: DefenseContext, student: nn.Module, features: dict[str, Tensor],
+                     adv_points: Tensor | None, adv_hash: str | None) -> dict[str, Any]:
+        """On the training clouds: each teacher's accuracy through the student's class bank and,
+        on the adversarial training clouds, the undefended student's accuracy and each teacher's
+        rescue rate (right where the student is wrong)."""
+        bank = F.normalize(student.head.class_embeddings.detach().float(), dim=-1).to(ctx.device)
+        labels = torch.from_numpy(ctx.train.labels).to(ctx.device)
+        right = {k: (v @ bank.T).argmax(-1) == labels for k, v in features.items()}
+        out: dict[str, Any] = {"teacher_accuracy": {k: round(float(v.float().mean()), 4) for k, v in right.items()}}
+        if adv_points is not None:
+            embed = lambda x: F.normalize(student.embed(x).float(), dim=-1)  # noqa: E731
+            z = torch.from_numpy(np.array(self._features(ctx, "student", victim_weights_hash(ctx), {"adv": adv_hash},
+                                                         adv_points, embed))).to(ctx.device)
+            wrong = (z @ bank.T).argmax(-1) != labels
+            out["student_adv_accuracy"] = round(1.0 - float(wrong.float().mean()), 4)
+            out["rescue_rate"] = {k: (round(float(v[wrong].float().mean()), 4) if bool(wrong.any()) else None)
+                                  for k, v in right.items()}
+        return out
+
+    def _fit_text_context(self, ctx: DefenseContext, student: nn.Module, learned: MRPDPrompts,
+                          train_idx: np.ndarray, val_idx: np.ndarray) -> dict[str, Any]:
+        """``text_init=fitted``: fit the text context alone (CoOp: cross-entropy of the frozen
+        student's clean embeddings, with the initial point prompts, against the prompted class
+        embeddings) for ``_CTX_STEPS`` full-batch Adam steps, keeping the step most accurate on
+        the validation clouds. Returns what it did (for the run record)."""
+        tokens = learned.tokens()
+        embed = lambda x: F.normalize(student.embed(x, tokens).float(), dim=-1)  # noqa: E731
+        key = {"point_prompts": self.point_prompts, "seed": ctx.seed}
+        z = torch.from_numpy(np.array(self._features(ctx, "student-init", victim_weights_hash(ctx), key,
+                                                     ctx.train.points, embed))).to(ctx.device)
+        labels = torch.from_numpy(ctx.train.labels).to(ctx.device)
+        rows = torch.from_numpy(train_idx).to(ctx.device)
+        check = torch.from_numpy(val_idx).to(ctx.device) if len(val_idx) else rows
+        scale = float(student.head.logit_scale)
+        param_ = learned.text.ctx
+        optimizer = torch.optim.Adam([param_], lr=_CTX_LR)
+
+        def accuracy() -> float:
+            with torch.no_grad():
+                return float(((z[check] @ learned.text(normalize=True).T).argmax(-1) == labels[check]).float().mean())
+
+        started = time.perf_counter()
+        initial = best_acc = accuracy()
+        best, best_step = param_.detach().clone(), 0
+        for i in range(1, _CTX_STEPS + 1):
+            loss = F.cross_entropy(scale * z[rows] @ learned.text(normalize=True).T, labels[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if i % 10 == 0 and (acc := accuracy()) > best_acc:
+                best, best_acc, best_step = param_.detach().clone(), acc, i
+        with torch.no_grad():
+            param_.copy_(best)
+        record = {"steps": _CTX_STEPS, "best_step": best_step, "val_clean_before": round(initial, 4),
+                  "val_clean_after": round(best_acc, 4), "seconds": round(time.perf_counter() - started, 3)}
+        ctx.log(f"mrpd: text context fitted: validation clean accuracy {initial:.3f} -> {best_acc:.3f}")
+        return record
+
+    def _selection_score(self, clean: float, robust: float | None, reference: float) -> float:
+        """Higher is better: validation robust accuracy (clean if no adversarial clouds), clean
+        breaking ties; with ``clean_tolerance``, an epoch whose clean accuracy fell more than the
+        tolerance below ``reference`` (the undefended student's) scores below every other."""
+        if self.clean_tolerance is not None and clean < reference - self.clean_tolerance - 1e-9:
+            return -1.0 + clean
+        return (clean if robust is None else robust) + 1e-4 * clean
+
+    def _train(self, ctx: DefenseContext, student: nn.Module, learned: MRPDPrompts, clip: Any, projection: Any,
+               projector: DepthProjector, attack: Attack, cfg: TrainConfig) -> dict[str, Any]:
+        device = ctx.device
+        adv_epochs = cfg.epochs // 2 if self.adv_epochs is None else min(self.adv_epochs, cfg.epochs)
+        clean_epochs = cfg.epochs - adv_epochs
+        crafted = crafted_training_set(ctx, attack, batch_size=cfg.batch_size) if adv_epochs > 0 else None
+        adv_points = crafted.points if crafted is not None else None
+        adv_hash = crafted.key_hash if crafted is not None else None
+        started = time.perf_counter()
+        features = self._teacher_features(ctx, clip, projection, projector, adv_points, adv_hash)
+        diagnostics = {**self._diagnostics(ctx, student, features, adv_points, adv_hash),
+                       "teacher_seconds": round(time.perf_counter() - started, 3)}
+        ctx.log("mrpd: teachers on the training clouds (class text bank): " + ", ".join(
+            f"{k} {100 * v:.1f}% right" for k, v in diagnostics["teacher_accuracy"].items()) + "".join(
+            f"; rescue {k} {100 * v:.1f}%" for k, v in diagnostics.get("rescue_rate", {}).items() if v is not None))
 
         train_idx, val_idx = split_indices(ctx.train, cfg.val_fraction, ctx.seed)
         train = ctx.train.subset(train_idx)
         val = ctx.train.subset(val_idx) if len(val_idx) else None
+        text_fit = self._fit_text_context(ctx, student, learned, train_idx, val_idx) \
+            if self.text_init == "fitted" and self.text_prompts > 0 else None
         rows_of = torch.from_numpy(train_idx).to(device)
         per_epoch = max(1, len(train) // cfg.batch_size)
         calls = [0]
         tally: dict[str, float] = {}
         history: list[dict[str, Any]] = []
         weights = torch.tensor(self.fixed_weights, dtype=torch.float32, device=device)
+        groups = {"point": [] if learned.point is None else [learned.point.tokens], "text": [learned.text.ctx],
+                  "tau": [learned.log_tau], "log_var": [learned.log_var]}
+        groups = {k: [p for p in v if p.numel()] for k, v in groups.items()}
+        initial = {k: [p.detach().clone() for p in v] for k, v in groups.items()}
 
         def logits_of(points: Tensor, text: Tensor) -> Tensor:
             z = F.normalize(student.embed(points, learned.tokens()), dim=-1)
             return float(student.head.logit_scale) * z @ text.T
+
+        def add(name: str, value: float) -> None:
+            tally[name] = tally.get(name, 0.0) + value
 
         def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
             epoch = calls[0] // per_epoch
@@ -325,31 +422,42 @@ class MRPD(ModelDefense):
                 else:  # the released code: top-k over the batch's label embeddings, compared with the class id
                     gate = confidence_gate(f, text.detach()[labels], labels, self.gate_k, bank_kind="batch")
                 gates.append(gate)
-                tally[f"gate/{teacher}"] = tally.get(f"gate/{teacher}", 0.0) + float(gate.float().mean())
+                add(f"gate/{teacher}", float(gate.float().mean()))
                 losses.append(gated_infonce(z, f, gate, learned.log_tau[slot]))
                 slots.append(slot)
-                tally[f"loss/{teacher}"] = tally.get(f"loss/{teacher}", 0.0) + float(losses[-1].detach())
+                add(f"loss/{teacher}", float(losses[-1].detach()))
             if "text" in self.teachers:
                 text_gate = None
                 if self.gate and self.gate_text and gates:
                     text_gate = torch.stack(gates).any(0)
                 losses.append(label_infonce(z, text, labels, learned.log_tau[2], text_gate))
                 slots.append(2)
-                tally["loss/text"] = tally.get("loss/text", 0.0) + float(losses[-1].detach())
-            tally["steps"] = tally.get("steps", 0.0) + 1
+                add("loss/text", float(losses[-1].detach()))
+            add("steps", 1.0)
             if self.weighting == "dynamic":
                 total = uncertainty_weighting(losses, learned.log_var[slots], self.lambda_min)
             else:
                 total = sum(weights[s] * loss for s, loss in zip(slots, losses))
             # per-epoch means in the history: "loss" = the optimised objective, "loss/<teacher>" its terms
-            tally["loss"] = tally.get("loss", 0.0) + float(total.detach())
+            add("loss", float(total.detach()))
             return total
 
+        def after_backward() -> None:  # per-group gradient norms before clipping, averaged per epoch
+            for name, params_ in groups.items():
+                grads = [p.grad for p in params_ if p.grad is not None]
+                if grads:
+                    add(f"grad/{name}", float(torch.cat([g.flatten() for g in grads]).norm()))
+
         val_adv = adv_points[torch.from_numpy(val_idx)] if (adv_points is not None and val is not None) else None
+        reference = None
+        if val is not None:  # the undefended student's validation clean accuracy (the selection rule's floor)
+            with torch.no_grad():
+                pred = torch.cat([student(c.to(device)).argmax(-1) for c in torch.from_numpy(val.points).split(64)])
+            reference = float((pred.cpu() == torch.from_numpy(val.labels)).float().mean())
 
         @torch.no_grad()
         def validate() -> float:
-            assert val is not None
+            assert val is not None and reference is not None
             text = learned.text(normalize=True)
             labels = torch.from_numpy(val.labels).to(device)
             accs = {}
@@ -364,24 +472,29 @@ class MRPD(ModelDefense):
                       "val_clean": accs.get("clean"), "val_adv": accs.get("adv"),
                       "log_var": [round(float(v), 4) for v in learned.log_var.clamp(min=self.lambda_min)],
                       "tau": [round(float(v), 4) for v in learned.log_tau.exp()],
-                      **{k: round(v / steps, 4) for k, v in tally.items()}}
+                      **{f"drift/{k}": _rms_change(v, initial[k]) for k, v in groups.items()
+                         if k in ("point", "text") and v},
+                      **{k: float(f"{v / steps:.4g}") for k, v in tally.items()}}
             tally.clear()
             clock[0] = now
+            record["score"] = round(self._selection_score(accs["clean"], accs.get("adv"), reference), 6)
             history.append(record)
             ctx.log("mrpd: " + ", ".join(f"{k} {v}" for k, v in record.items()))
-            # robust accuracy on the transferred validation examples; clean breaks ties
-            return (accs["adv"] if "adv" in accs else accs["clean"]) + 1e-4 * accs["clean"]
+            return record["score"]
 
         params = learned.parameters_to_train()
         clock = [time.perf_counter()]  # epoch wall time (training + this validation), per history record
         result = fit(learned, train, cfg, step, params=params, validate=validate if val is not None else None,
-                     device=device, seed=ctx.seed, description="mrpd", progress=ctx.progress, log=ctx.log)
+                     device=device, seed=ctx.seed, description="mrpd", progress=ctx.progress, log=ctx.log,
+                     patience=self.patience, after_backward=after_backward)
         for name, p in student.named_parameters():  # the backbone never trains
             if p.requires_grad:
                 raise RuntimeError(f"mrpd: student parameter {name} requires grad; the student must stay frozen")
         best = history[result.best_epoch] if history and result.best_epoch >= 0 else {}
         return {"epochs": cfg.epochs, "clean_epochs": clean_epochs, "best_epoch": result.best_epoch,
+                "epochs_run": len(result.train_loss), "stopped_early": result.stopped_early,
                 "val_robust_accuracy": best.get("val_adv"), "val_clean_accuracy": best.get("val_clean"),
+                "reference_val_clean": reference, "text_init": text_fit,
                 "history": history, "diagnostics": diagnostics,
                 "trainable_parameters": sum(p.numel() for p in params),
                 "victim_attack_success": None if crafted is None else crafted.success_rate,
