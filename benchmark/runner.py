@@ -276,7 +276,9 @@ class Runner:
         """A hash of everything a prepared defense depends on (without preparing it)."""
         obj = self.defense_object(name)
         params = to_jsonable(obj.params())
-        spec = {"defense": name, "params": params, "train": to_jsonable(dataclasses.asdict(self.cfg.train_config(name))),
+        section = getattr(obj, "training_section", None) or name  # e.g. prompt-at trains with training.mrpd
+        train = to_jsonable(dataclasses.asdict(self.cfg.train_config(section)))
+        spec = {"defense": name, "params": params, "train": train,
                 "victim": self.victim.weights_hash, "dataset": self.splits["train"].fingerprint, "seed": self.cfg.seed}
         return config_hash(spec), params
 
@@ -325,8 +327,10 @@ class Runner:
         profile's (``benchmark.variants``); ``("", "")`` for the profile's own settings."""
         if self._profile_config is None:
             self._profile_config = resolve_config(self.cfg.profile).to_dict()
+        section = getattr(self.defense_object(cell.defense), "training_section", None) \
+            if cell.defense in DEFENSES.names() else None
         return cell_variants(self.cfg.to_dict(), self._profile_config, defense=cell.defense, attack=cell.attack,
-                             protocol=cell.protocol, defense_names=DEFENSES.names())
+                             protocol=cell.protocol, defense_names=DEFENSES.names(), training_section=section)
 
     def _key(self, cell: Cell, source: str) -> dict[str, Any]:
         defense_variant, attack_variant = self.variants(cell)

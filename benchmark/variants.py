@@ -65,6 +65,7 @@ def cell_variants(
     attack: str,
     protocol: str,
     defense_names: Collection[str] = (),
+    training_section: str | None = None,
 ) -> tuple[str, str]:
     """``(defense_variant, attack_variant)`` of one cell: the settings of ``config`` (the run's
     resolved configuration, ``RunConfig.to_dict()``) that differ from ``base`` (its profile's)
@@ -75,6 +76,8 @@ def cell_variants(
         protocol: the cell's protocol (``eot`` matters for ``adaptive`` only).
         defense_names: every registered defense (their ``training.<name>`` sections concern
             only that defense's cells).
+        training_section: the ``training.<section>`` the cell's defense trains with when it is
+            not its own name (``prompt-at`` trains with ``training.mrpd``).
     """
     flat, flat_base = flatten(config), flatten(base)
     defense_parts: list[str] = []
@@ -93,7 +96,7 @@ def cell_variants(
             if name == defense:
                 defense_parts.append(f"{field}={shown}")
         elif section == "training" and name in defense_names:
-            if name == defense:
+            if name == (training_section or defense):
                 defense_parts.append(f"training.{field}={shown}")
         elif key == "eot":
             if protocol == "adaptive":

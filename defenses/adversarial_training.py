@@ -1,17 +1,16 @@
-"""Adversarial training (PROTOCOL.md section 3): ``pgd-at`` (Madry, the victim fine-tuned) and
-``prompt-at`` (point prompts only, on a frozen victim).
+"""Adversarial training (PROTOCOL.md section 3): ``pgd-at`` (Madry, the victim fine-tuned), and
+the training examples that ``prompt-at`` and ``mrpd`` (``defenses.mrpd``) craft once.
 
 - ``pgd-at``: a copy of the victim is fine-tuned on PGD examples of every training batch,
   crafted against the model being trained with the run's ``pgd`` (its budget, loss and
   norm; ``steps``/``targeted`` may be overridden for training). An
   :class:`~models.heads.EmbeddingClassifier` trains its encoder only: the head (fixed
   class text embeddings) stays as it is.
-- ``prompt-at``: MRPD's schedule without teachers. The victim is frozen; ``num_prompts``
-  point-prompt tokens (``defenses.prompting``) learn with cross-entropy, the first half of
-  the epochs on clean clouds, the second half on PGD examples crafted **once** against the
-  undefended victim (the paper's transfer setting).
+- ``crafted_training_set`` / ``training_attack``: the examples crafted **once** against the
+  undefended victim (the paper's transfer setting) for ``prompt-at`` and ``mrpd``'s second
+  half; ``prompt-at`` itself is MRPD without teachers (``defenses.mrpd.control``).
 
-Both carve their validation split from ``ctx.train`` (never the test set), keep the epoch
+``pgd-at`` carves their validation split from ``ctx.train`` (never the test set), keep the epoch
 with the best validation robust accuracy (clean accuracy breaks ties), and are cached by
 ``ctx.cached_training`` under their parameters, the training settings and the attack's
 parameters. Every random draw is seeded: the attacks' targets and random starts come from
@@ -37,15 +36,13 @@ from benchmark.cache import state_dict_sha256
 from benchmark.config import TrainConfig, config_hash, to_jsonable
 from benchmark.data import PointCloudDataset
 from benchmark.training import fit, split_indices
-from benchmark.params import choice, count, fraction, param, positive
+from benchmark.params import count, fraction, param
 from defenses import register_defense
 from defenses.base import DefendedModel, DefenseContext, ModelDefense
-from defenses.prompting import PromptedClassifier
 from models.heads import EmbeddingClassifier
 
 __all__ = [
     "PGDAT",
-    "PromptAT",
     "crafted_training_set",
     "robust_accuracy",
     "victim_weights_hash",
@@ -285,89 +282,3 @@ class PGDAT(ModelDefense):
         result = fit(model, train, cfg, step, params=params, validate=validate if val is not None else None,
                      device=ctx.device, seed=ctx.seed, description="pgd-at", progress=ctx.progress, log=ctx.log)
         return _result_meta(result, scores, cfg)
-
-
-# --------------------------------------------------------------------------- prompt-at
-
-
-@register_defense("prompt-at")
-@dataclass
-class PromptAT(ModelDefense):
-    """Prompt adversarial training: only point prompts learn, the victim stays frozen (MRPD without teachers).
-
-    Hyperparameters:
-        num_prompts: point-prompt tokens after CLS (MRPD: 10), init N(0, 1) from the seed.
-        steps: PGD steps for the examples crafted once against the undefended victim
-            (None = the run's ``pgd`` steps).
-        clean_fraction: fraction of the epochs trained on clean clouds before switching to
-            the adversarial ones (MRPD: the first half).
-        adv_attack: ``pgd`` (the paper) or ``apgd``: the run's attack of that name crafts the
-            training examples.
-        adv_targeted, adv_budget: override that attack's targeting and (absolute L2) budget
-            (None = as the run's; keep them equal to MRPD's so the ablation compares like with like).
-
-    Epochs, AdamW settings, gradient clipping: ``training.prompt-at``. The adversarial
-    clouds are used as crafted (no augmentation); the checkpoint kept is the epoch with the
-    best robust accuracy on the validation clouds' transferred examples.
-    """
-
-    num_prompts: int = count(10)
-    steps: int | None = count(None)
-    clean_fraction: float = fraction(0.5)
-    adv_attack: str = choice("pgd", TRAINING_ATTACKS)
-    adv_targeted: bool | None = param(None, kind="bool")
-    adv_budget: float | None = positive(None)
-
-    def crafting_attack(self, ctx: DefenseContext) -> Attack:
-        """The run's ``adv_attack`` with this defense's ``steps`` / ``adv_targeted`` / ``adv_budget`` overrides."""
-        return training_attack(ctx, self.adv_attack, self.steps, self.adv_targeted, self.adv_budget)
-
-    def prepare(self, ctx: DefenseContext) -> nn.Module:
-        cfg = ctx.train_config("prompt-at")
-        attack = self.crafting_attack(ctx)
-        model = PromptedClassifier(ctx.victim, self.num_prompts, seed=ctx.seed).to(ctx.device)
-        params = model.trainable_parameters()  # raises unless the prompts are all that trains
-
-        def train() -> dict[str, Any]:
-            return self._train(ctx, model, params, attack, cfg)
-
-        meta, cached = ctx.cached_training("prompt-at", model.prompt, _spec(self, cfg, attack), train)
-        model.trainable_parameters()
-        return _defended(model.eval(), meta, cached)
-
-    def _train(
-        self, ctx: DefenseContext, model: PromptedClassifier, params: list[nn.Parameter], attack: Attack,
-        cfg: TrainConfig,
-    ) -> dict[str, Any]:
-        crafted = crafted_training_set(ctx, attack, batch_size=cfg.batch_size)
-        train_idx, val_idx = split_indices(ctx.train, cfg.val_fraction, ctx.seed)
-        train = ctx.train.subset(train_idx)
-        val = ctx.train.subset(val_idx) if len(val_idx) else None
-        adv_train, adv_val = crafted.points[train_idx], crafted.points[val_idx]
-        clean_epochs = round(cfg.epochs * self.clean_fraction)
-        epoch_of_step = _epoch_counter(len(train), cfg)
-
-        def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
-            if epoch_of_step() >= clean_epochs:
-                points = adv_train[idx].to(points.device)
-            return nn.functional.cross_entropy(model(points), labels, label_smoothing=cfg.label_smoothing)
-
-        scores: list[tuple[float, float]] = []
-
-        @torch.no_grad()
-        def validate() -> float:
-            assert val is not None
-            labels = torch.from_numpy(val.labels).to(ctx.device)
-            accs = []
-            for clouds in (adv_val, torch.from_numpy(val.points)):
-                preds = torch.cat([model(chunk.to(ctx.device)).argmax(-1) for chunk in clouds.split(cfg.batch_size)])
-                accs.append(float((preds == labels).float().mean()))
-            scores.append((accs[0], accs[1]))
-            return _score(*scores[-1])
-
-        result = fit(model, train, cfg, step, params=params, validate=validate if val is not None else None,
-                     device=ctx.device, seed=ctx.seed, description="prompt-at", progress=ctx.progress, log=ctx.log)
-        meta = _result_meta(result, scores, cfg)
-        meta.update(clean_epochs=clean_epochs,
-                    victim_attack_success=float(crafted.success[torch.from_numpy(train_idx)].float().mean()))
-        return meta

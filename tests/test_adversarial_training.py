@@ -1,4 +1,4 @@
-"""Specification of the training-time defenses ``pgd-at`` and ``prompt-at`` and of point prompts
+"""Specification of ``pgd-at``, of the crafted training examples ``prompt-at`` / ``mrpd`` share and of point prompts
 (PROTOCOL.md sections 3-4), on tiny SynthShapes settings that train in seconds on CPU."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from attacks.pgd import PGD
 from benchmark.config import TrainConfig
 from benchmark.data import load_dataset
 from benchmark.training import classification_step, fit
-from defenses.adversarial_training import PGDAT, PromptAT, robust_accuracy
+from defenses.adversarial_training import PGDAT, robust_accuracy
+from defenses.mrpd import PromptAT
 from defenses.base import DefendedModel, DefenseContext
 from defenses.prompting import PromptedClassifier, prompt_capable_models
 from models.point_transformer import point_transformer_student
@@ -138,55 +139,13 @@ def test_prompted_classifier_changes_the_logits_and_the_embedding():
         assert not torch.allclose(model.embed(x), victim.embed(x))
 
 
-# --------------------------------------------------------------------------- prompt-at
+# --------------------------------------------------------------------------- training examples
+# (prompt-at itself is MRPD without teachers: tests/test_mrpd.py)
 
 
 @pytest.fixture(scope="module")
 def small_train() -> object:
     return synthshapes("train", 36)
-
-
-PROMPT_PGD = {"budget": 0.5, "steps": 2}
-
-
-def test_prompt_at_trains_only_prompts_and_leaves_the_victim_byte_identical(small_train, tmp_path):
-    victim = tiny_student()
-    before = state_bytes(victim)
-    defended = PromptAT(num_prompts=10)(context(victim, small_train, epochs=2, cache_dir=tmp_path, pgd=PROMPT_PGD))
-    assert state_bytes(victim) == before
-    prompted = defended.classifier
-    assert isinstance(prompted, PromptedClassifier) and prompted.victim is victim
-    assert sum(p.numel() for p in prompted.trainable_parameters()) == 10 * TINY_STUDENT["width"]
-    assert not defended.meta["cached"] and defended.meta["clean_epochs"] == 1
-    x = torch.from_numpy(small_train.points[:5])
-    with torch.no_grad():
-        assert defended(x).shape == (5, len(CLASSES))
-    assert defended.class_names == tuple(CLASSES)
-
-
-def test_prompt_at_loads_from_the_cache_on_a_second_prepare(small_train, tmp_path):
-    victim = tiny_student()
-    first = PromptAT(num_prompts=10)(context(victim, small_train, epochs=2, cache_dir=tmp_path, pgd=PROMPT_PGD))
-    second = PromptAT(num_prompts=10)(context(victim, small_train, epochs=2, cache_dir=tmp_path, pgd=PROMPT_PGD))
-    assert second.meta["cached"] and not first.meta["cached"]
-    assert torch.equal(second.classifier.prompts, first.classifier.prompts)
-    assert len(list((tmp_path / "defenses").glob("prompt-at-*.safetensors"))) == 1
-
-
-def test_prompt_at_is_deterministic_given_the_seed(small_train):
-    runs = [PromptAT(num_prompts=10)(context(tiny_student(), small_train, epochs=2, pgd=PROMPT_PGD))
-            for _ in range(2)]
-    assert torch.equal(runs[0].classifier.prompts, runs[1].classifier.prompts)
-    changed = PromptAT(num_prompts=10)(context(tiny_student(), small_train, epochs=2, pgd=PROMPT_PGD, seed=1))
-    assert not torch.equal(changed.classifier.prompts, runs[0].classifier.prompts)
-
-
-def test_prompt_at_training_moves_the_prompts_from_their_initialisation(small_train):
-    victim = tiny_student()
-    init = PromptedClassifier(victim, num_prompts=10, seed=0).prompts.detach().clone()
-    defended = PromptAT()(context(victim, small_train, epochs=2, pgd=PROMPT_PGD))
-    assert not torch.equal(defended.classifier.prompts.detach(), init)
-    assert dataclasses.asdict(PromptAT())["num_prompts"] == 10
 
 
 def test_training_examples_come_from_the_chosen_attack_with_an_absolute_budget(small_train):

@@ -366,3 +366,49 @@ def test_smoke_bench_run_mrpd_end_to_end(tmp_path):
     assert by["test: pgd", "student+mrpd"]["accuracy"] == pytest.approx(float(cells["mrpd", "pgd"]["accuracy"]))
     assert by["train: mrpd examples", "student"]["n"] == 8 and by["test: pgd", "image-2v"]["drift"] <= 1.0 + 1e-6
     assert "Rescue rate" in (tmp_path / "out" / "diagnostics" / "mrpd" / "teachers.md").read_text()
+
+
+# --------------------------------------------------------------------------- prompt-at, the matched control
+
+
+def test_prompt_at_is_mrpd_without_teachers_trained_with_mrpds_settings(setup, tmp_path):
+    from defenses.mrpd import PromptAT
+
+    _, zoo, student, _ = setup
+    sections: list[str] = []
+    cfg = TrainConfig(epochs=2, batch_size=8, val_fraction=0.25, lr=1e-2, scale_low=1.0, scale_high=1.0)
+
+    def train_config(name: str) -> TrainConfig:
+        sections.append(name)
+        return cfg
+
+    clip_model, point_model = zoo.get("clip").model, zoo.get("point-transformer-teacher").model
+    calls = {"image": 0, "point": 0}
+    with counting_calls(clip_model, "encode_image", calls, "image"), \
+            counting_calls(point_model, "embed", calls, "point"):
+        control = build_defense("prompt-at", text_init="fitted")(ctx_of(setup, cache_dir=tmp_path,
+                                                                         train_config=train_config))
+    assert calls == {"image": 0, "point": 0} and set(sections) == {"mrpd"}
+    assert control.defense_name == "prompt-at" and not control.meta["cached"]
+    assert len(list((tmp_path / "defenses").glob("prompt-at-*.safetensors"))) == 1
+    assert not list((tmp_path / "defenses").glob("mrpd-*.safetensors"))
+    width, text_width = student.model.encoder.width, zoo.get("clip").model.text_width
+    assert control.meta["trainable_parameters"] == 10 * width + 3 * text_width + 3 + 3  # exactly MRPD's
+    assert {"loss/text", "drift/point", "drift/text"} <= set(control.meta["history"][-1])
+    assert not any(k.startswith(("loss/image", "loss/point")) for k in control.meta["history"][-1])
+    # every switch but the teachers is MRPD's, with MRPD's defaults
+    mine, theirs = PromptAT().params(), build_defense("mrpd").params()
+    assert {k: v for k, v in mine.items() if k != "teachers"} == {k: v for k, v in theirs.items() if k != "teachers"}
+    assert mine["teachers"] == ["text"]
+    with pytest.raises(ValueError, match="teachers is fixed"):
+        PromptAT(teachers=["image", "text"])
+
+
+@pytest.mark.parametrize("profile", ["default", "paper", "smoke"])
+def test_profiles_keep_prompt_at_matched_to_mrpd(profile):
+    from benchmark.config import resolve_config
+
+    cfg = resolve_config(profile)
+    mrpd = dict(cfg.defenses.get("mrpd") or {})
+    mrpd.pop("teachers", None)
+    assert dict(cfg.defenses.get("prompt-at") or {}) == mrpd

@@ -7,10 +7,11 @@ from benchmark.variants import cell_variants, label
 DEFENSES = ("none", "sor", "mrpd", "prompt-at")
 
 
-def variants(overrides, defense="mrpd", attack="pgd", protocol="transfer", flags=None):
+def variants(overrides, defense="mrpd", attack="pgd", protocol="transfer", flags=None, training_section=None):
     base = resolve_config("default").to_dict()
     run = resolve_config("default", None, list(overrides), flags or {}).to_dict()
-    return cell_variants(run, base, defense=defense, attack=attack, protocol=protocol, defense_names=DEFENSES)
+    return cell_variants(run, base, defense=defense, attack=attack, protocol=protocol, defense_names=DEFENSES,
+                         training_section=training_section)
 
 
 def test_the_profile_itself_is_no_variant():
@@ -31,6 +32,9 @@ def test_own_parameters_label_only_their_own_cells():
 def test_training_budgets_label_their_defense_and_shared_settings_every_cell():
     assert variants(["training.mrpd.epochs=3"]) == ("training.epochs=3", "")
     assert variants(["training.mrpd.epochs=3"], defense="none") == ("", "")
+    # prompt-at trains with MRPD's section: MRPD's budget labels its cells, its own unused section does not
+    assert variants(["training.mrpd.epochs=3"], defense="prompt-at", training_section="mrpd") == ("training.epochs=3", "")
+    assert variants(["training.prompt-at.epochs=3"], defense="prompt-at", training_section="mrpd") == ("", "")
     assert variants(["training.default.epochs=3"], defense="none") == ("training.default.epochs=3", "")
     assert variants(["dataset.num_points=512"], defense="sor", attack="clean") == ("dataset.num_points=512", "")
 

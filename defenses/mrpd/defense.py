@@ -150,6 +150,11 @@ class MRPD(ModelDefense):
             tolerance never beats one inside it.
     """
 
+    #: the registered name: cache entries, logs and the defended model's name
+    defense_name: ClassVar[str] = "mrpd"
+    #: the ``training.<section>`` this defense trains with (prompt-at shares MRPD's)
+    training_section: ClassVar[str] = "mrpd"
+
     teachers: list[str] = field(default_factory=lambda: list(TEACHERS))
     gate: bool = param(True)
     gate_k: int = count(1)
@@ -206,7 +211,7 @@ class MRPD(ModelDefense):
 
     # ------------------------------------------------------------------ pieces
     def train_config(self, ctx: DefenseContext) -> TrainConfig:
-        cfg = ctx.train_config("mrpd")
+        cfg = ctx.train_config(self.training_section)
         return dataclasses.replace(cfg, epochs=self.epochs) if self.epochs is not None else cfg
 
     def crafting_attack(self, ctx: DefenseContext) -> Attack:
@@ -258,11 +263,11 @@ class MRPD(ModelDefense):
         def train() -> dict[str, Any]:
             return self._train(ctx, student, learned, clip, projection, projector, attack, cfg)
 
-        meta, cached = ctx.cached_training("mrpd", learned, spec, train)
+        meta, cached = ctx.cached_training(self.defense_name, learned, spec, train)
         with torch.no_grad():
             text = learned.text(normalize=True)
         model = MRPDClassifier(student, learned.tokens(), text, float(student.head.logit_scale))
-        defended = DefendedModel(model, kind="model", gradient="exact", randomized=False, name="mrpd")
+        defended = DefendedModel(model, kind="model", gradient="exact", randomized=False, name=self.defense_name)
         defended.meta = {**meta, "cached": cached}
         return defended
 
@@ -350,7 +355,7 @@ class MRPD(ModelDefense):
             param_.copy_(best)
         record = {"steps": _CTX_STEPS, "best_step": best_step, "val_clean_before": round(initial, 4),
                   "val_clean_after": round(best_acc, 4), "seconds": round(time.perf_counter() - started, 3)}
-        ctx.log(f"mrpd: text context fitted: validation clean accuracy {initial:.3f} -> {best_acc:.3f}")
+        ctx.log(f"{self.defense_name}: text context fitted: validation clean accuracy {initial:.3f} -> {best_acc:.3f}")
         return record
 
     def _selection_score(self, clean: float, robust: float | None, reference: float) -> float:
@@ -373,7 +378,7 @@ class MRPD(ModelDefense):
         features = self._teacher_features(ctx, clip, projection, projector, adv_points, adv_hash)
         diagnostics = {**self._diagnostics(ctx, student, features, adv_points, adv_hash),
                        "teacher_seconds": round(time.perf_counter() - started, 3)}
-        ctx.log("mrpd: teachers on the training clouds (class text bank): " + ", ".join(
+        ctx.log(f"{self.defense_name}: teachers on the training clouds (class text bank): " + ", ".join(
             f"{k} {100 * v:.1f}% right" for k, v in diagnostics["teacher_accuracy"].items()) + "".join(
             f"; rescue {k} {100 * v:.1f}%" for k, v in diagnostics.get("rescue_rate", {}).items() if v is not None))
 
@@ -479,13 +484,13 @@ class MRPD(ModelDefense):
             clock[0] = now
             record["score"] = round(self._selection_score(accs["clean"], accs.get("adv"), reference), 6)
             history.append(record)
-            ctx.log("mrpd: " + ", ".join(f"{k} {v}" for k, v in record.items()))
+            ctx.log(f"{self.defense_name}: " + ", ".join(f"{k} {v}" for k, v in record.items()))
             return record["score"]
 
         params = learned.parameters_to_train()
         clock = [time.perf_counter()]  # epoch wall time (training + this validation), per history record
         result = fit(learned, train, cfg, step, params=params, validate=validate if val is not None else None,
-                     device=device, seed=ctx.seed, description="mrpd", progress=ctx.progress, log=ctx.log,
+                     device=device, seed=ctx.seed, description=self.defense_name, progress=ctx.progress, log=ctx.log,
                      patience=self.patience, after_backward=after_backward)
         for name, p in student.named_parameters():  # the backbone never trains
             if p.requires_grad:
