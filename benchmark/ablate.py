@@ -83,11 +83,14 @@ def per_cloud(rows: pd.DataFrame, defense: str) -> tuple[np.ndarray | None, np.n
     return scores, survived
 
 
-def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ablation]) -> pd.DataFrame:
-    """One row per variant (and ``none``) of one protocol's results: clean, mean and worst-case
-    robust accuracy (percent), the change in mean vs the full method with paired p-values on the
-    same clouds (sign-flip permutation test of the per-cloud share of attacks survived; exact
-    McNemar of the worst case: ``benchmark.stats``), the paper's number."""
+def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ablation],
+                     control: str | None = None) -> pd.DataFrame:
+    """One row per variant (and ``none``, and the ``control`` defense) of one protocol's results:
+    clean, mean and worst-case robust accuracy (percent), the change in mean vs the full method
+    with paired p-values on the same clouds (sign-flip permutation test of the per-cloud share
+    of attacks survived; exact McNemar of the worst case: ``benchmark.stats``), the same two
+    p-values against ``control`` (``p mean control`` / ``p worst control``; e.g. ``prompt-at``,
+    MRPD without teachers), the paper's number."""
     from benchmark.stats import mcnemar, paired_permutation
     from benchmark.store import summary_table
 
@@ -96,11 +99,14 @@ def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ab
         return pd.DataFrame()
     full = next(iter(variants))
     columns = {"none": ("none", Ablation(what="no defense"))}
+    if control:
+        columns[control] = (control, Ablation(what=f"matched control: {defense} without its teachers"))
     columns.update({column_name(defense, k, full): (k, v) for k, v in variants.items()})
     robust = "mean over attacks" in table.index
     worst_row = "worst case (strong)" if "worst case (strong)" in table.index else "worst case"
     reference = table.get(defense)
     full_scores, full_survived = per_cloud(rows, defense)
+    control_scores, control_survived = per_cloud(rows, control) if control else (None, None)
     out = []
     for column, (variant, ablation) in columns.items():
         if column not in table.columns:
@@ -110,6 +116,8 @@ def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ab
         scores, survived = per_cloud(rows, column)
         compare = column != defense and scores is not None and full_scores is not None \
             and scores.shape == full_scores.shape
+        against_control = column not in (control, "none") and scores is not None and control_scores is not None \
+            and scores.shape == control_scores.shape
         out.append({
             "variant": variant, "defense": column, "what": ablation.what,
             "changes": ", ".join(f"{k}={_fmt(v)}" for k, v in ablation.changes.items()) or "-",
@@ -119,6 +127,8 @@ def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ab
                                                                             and column != "none") else np.nan,
             "p mean": paired_permutation(scores, full_scores).p_value if compare else np.nan,
             "p worst": mcnemar(survived, full_survived).p_value if compare else np.nan,
+            "p mean control": paired_permutation(scores, control_scores).p_value if against_control else np.nan,
+            "p worst control": mcnemar(survived, control_survived).p_value if against_control else np.nan,
             "paper mean": ablation.paper if ablation.paper is not None else np.nan,
         })
     return pd.DataFrame(out)
@@ -143,7 +153,7 @@ def _cell(value: float, signed: bool = False) -> str:
 
 
 def ablation_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ablation],
-                      title: str = "") -> str:
+                      title: str = "", control: str | None = None) -> str:
     """The ablation table(s) as markdown, one per protocol, deterministic for the same rows."""
     ok = rows[rows["status"] == "ok"]
     lines = [f"# {title or f'{defense} ablations'}", ""]
@@ -157,19 +167,24 @@ def ablation_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, A
               "(strong) attack, 'delta' the change in mean robust accuracy against the full method; 'p mean' and "
               "'p worst' test that change and the worst case's against the full method on the same clouds "
               "(paired: sign-flip permutation test of each cloud's share of attacks survived; exact McNemar); "
+              + (f"'vs {control}' gives the same two p-values against `{control}`, the matched control "
+                 f"({defense} without its teachers); " if control else "") +
               "`*` marks p < 0.05. 'paper' is the MRPD paper's ModelNet40 number for the same variant (real data, "
               "EVA02 teachers): compare directions, not values.", ""]
     for protocol, part in ok.groupby("protocol", sort=False):
-        summary = ablation_summary(part, defense, variants)
+        summary = ablation_summary(part, defense, variants, control)
         if summary.empty:
             continue
+        vs = f" p mean vs {control} | p worst vs {control} |" if control else ""
         lines += [f"## {protocol}", "",
-                  "| variant | what | changes | clean | mean robust | worst case | delta | p mean | p worst | paper |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| variant | what | changes | clean | mean robust | worst case | delta | p mean | p worst |" + vs
+                  + " paper |", "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if control else "")
+                  + "---:|"]
         for _, r in summary.iterrows():
+            cells = f" {_p(r['p mean control'])} | {_p(r['p worst control'])} |" if control else ""
             lines.append(f"| {r['variant']} | {r['what']} | {r['changes']} | {_cell(r['clean'])} | "
                          f"{_cell(r['mean robust'])} | {_cell(r['worst case'])} | {_cell(r['delta mean'], True)} | "
-                         f"{_p(r['p mean'])} | {_p(r['p worst'])} | {_cell(r['paper mean'])} |")
+                         f"{_p(r['p mean'])} | {_p(r['p worst'])} |{cells} {_cell(r['paper mean'])} |")
         lines.append("")
     return "\n".join(lines)
 

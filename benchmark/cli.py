@@ -462,6 +462,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     name = args.defense_name
     if name not in DEFENSES:
         raise UnknownNameError(DEFENSES.unknown_message(name))
+    control = getattr(DEFENSES.get(name).obj, "ablation_control", None)  # e.g. prompt-at for mrpd
+    if control:
+        cfg = dataclasses.replace(cfg, defense=["none", control])
     select = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     try:
         variants = variants_of(name, select)
@@ -497,21 +500,24 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                     extra_defenses=extra, force=args.force)
     rows = runner.run()
     everything = runner.store.read(cfg.dataset.name)
-    mine = everything[everything["defense"].isin(["none", *extra])] if len(everything) else rows
+    mine = everything[everything["defense"].isin(["none", *([control] if control else []), *extra])] \
+        if len(everything) else rows
     mine = mine[mine["profile"] == cfg.profile] if len(mine) else mine
-    markdown = ablation_markdown(mine, name, variants, title=f"{name} ablations")
+    mine = mine[mine["n"] == len(runner.indices)] if len(mine) else mine  # this run's clouds only
+    markdown = ablation_markdown(mine, name, variants, title=f"{name} ablations", control=control)
     (out / "ablation.md").write_text(markdown + "\n" if not markdown.endswith("\n") else markdown)
     wide = Console(width=max(120, Console().width))
     for protocol, part in mine[mine["status"] == "ok"].groupby("protocol", sort=False):
-        summary = ablation_summary(part, name, variants)
+        summary = ablation_summary(part, name, variants, control)
         table = Table(title=f"{name} ablations · {cfg.dataset.name} · {protocol} · accuracy %", title_justify="left")
-        for col in ("variant", "clean", "mean robust", "worst case", "delta mean", "p mean", "p worst", "paper mean",
-                    "what"):
+        for col in ("variant", "clean", "mean robust", "worst case", "delta mean", "p mean", "p worst",
+                    *((f"p mean vs {control}", f"p worst vs {control}") if control else ()), "paper mean", "what"):
             table.add_column(col, justify="left" if col in ("variant", "what") else "right")
         for _, r in summary.iterrows():
             cells = [("-" if r[c] != r[c] else (f"{r[c]:+.1f}" if c == "delta mean" else f"{r[c]:.1f}"))
                      for c in ("clean", "mean robust", "worst case", "delta mean")]
-            cells += [("-" if r[c] != r[c] else (f"{r[c]:.2g}" + ("*" if r[c] < 0.05 else ""))) for c in ("p mean", "p worst")]
+            cells += [("-" if r[c] != r[c] else (f"{r[c]:.2g}" + ("*" if r[c] < 0.05 else "")))
+                      for c in ("p mean", "p worst", *(("p mean control", "p worst control") if control else ()))]
             cells.append("-" if r["paper mean"] != r["paper mean"] else f"{r['paper mean']:.1f}")
             table.add_row(str(r["variant"]), *cells, str(r["what"]))
         wide.print(table)

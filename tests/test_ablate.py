@@ -19,6 +19,7 @@ def _rows() -> pd.DataFrame:
         "none": ([1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]),
         "mrpd": ([1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]),
         "mrpd-no-gate": ([1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]),
+        "prompt-at": ([1, 1, 1, 1], [1, 0, 0, 0], [1, 0, 0, 0]),
     }
     rows = []
     for defense, per_attack in outcomes.items():
@@ -79,3 +80,21 @@ def test_cli_lists_variants_and_reports_bad_names(capsys):
     assert "unknown mrpd ablation" in capsys.readouterr().err
     assert main(["ablate", "mprd", "--list"]) == 2
     assert "mrpd" in capsys.readouterr().err  # the close match
+
+
+def test_every_variant_is_also_tested_against_the_matched_control():
+    summary = ablation_summary(_rows(), "mrpd", VARIANTS, control="prompt-at").set_index("variant")
+    assert list(summary.index) == ["none", "prompt-at", "full", "no-gate"]
+    assert summary.loc["prompt-at", "mean robust"] == pytest.approx(25.0)
+    assert summary.loc["prompt-at", "delta mean"] == pytest.approx(25.0 - 62.5)
+    # full vs prompt-at per cloud: shares (1, 1, .5, 0) vs (1, 0, 0, 0); worst case survived by 2 vs 1 cloud
+    assert 0 < summary.loc["full", "p mean control"] <= 1 and summary.loc["full", "p worst control"] == pytest.approx(1.0)
+    assert np.isnan(summary.loc["prompt-at", "p mean control"]) and np.isnan(summary.loc["none", "p mean control"])
+    without = ablation_summary(_rows(), "mrpd", VARIANTS)
+    assert "prompt-at" not in set(without["variant"]) and without["p mean control"].isna().all()
+    text = ablation_markdown(_rows(), "mrpd", VARIANTS, control="prompt-at")
+    assert "p mean vs prompt-at | p worst vs prompt-at |" in text and "| prompt-at | matched control" in text
+    header, rule = [line for line in text.splitlines() if line.startswith("| variant") or line.startswith("|---")]
+    assert header.count("|") == rule.count("|")
+    from defenses import build_defense
+    assert type(build_defense("mrpd")).ablation_control == "prompt-at"

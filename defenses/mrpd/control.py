@@ -31,6 +31,7 @@ class PromptAT(MRPD):
 
     defense_name: ClassVar[str] = "prompt-at"
     ablations: ClassVar[dict[str, Ablation]] = {}
+    ablation_control: ClassVar[str | None] = None
 
     teachers: list[str] = field(default_factory=lambda: ["text"])
 

@@ -179,6 +179,9 @@ class MRPD(ModelDefense):
     patience: int | None = count(None)
     clean_tolerance: float | None = fraction(None)
 
+    #: ``bench ablate mrpd`` also runs this defense (MRPD without teachers) and tests every variant against it
+    ablation_control: ClassVar[str | None] = "prompt-at"
+
     #: ``bench ablate mrpd``: the paper's ablations (PROTOCOL.md section 6, ModelNet40 mean robust
     #: accuracy) and a few more switches; the first entry is the full method.
     ablations: ClassVar[dict[str, Ablation]] = {
