@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["Ablation", "ablation_dir", "ablation_markdown", "ablation_summary", "column_name", "per_cloud", "variants_of"]
+__all__ = ["Ablation", "ablation_dir", "ablation_markdown", "ablation_summary", "column_name", "mechanism_markdown",
+           "per_cloud", "variants_of"]
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,56 @@ def ablation_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, A
                          f"{_p(r['p mean'])} | {_p(r['p worst'])} |{cells} {_cell(r['paper mean'])} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _verdict(delta: float, p: float, alpha: float = 0.05) -> str:
+    """What removing a mechanism did: ``delta`` = (with it) - (without it), tested at ``alpha``."""
+    if p != p or delta != delta:
+        return "not measured"
+    if p < alpha:
+        return "helps" if delta > 0 else "hurts"
+    return "no detectable effect"
+
+
+def mechanism_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ablation],
+                       mechanisms: Mapping[str, str], control: str | None = None, protocol: str = "transfer") -> str:
+    """Per mechanism, what the full method gains by it: the full method minus the variant that
+    removes it (``mechanisms``: mechanism -> variant name), in mean and worst-case robust accuracy
+    and clean accuracy (points), the paired p-values on the same clouds, and a verdict at
+    p < 0.05 (``helps`` / ``hurts`` / ``no detectable effect``). With ``control``, one more line:
+    all teachers together (the full method against its matched control)."""
+    ok = rows[(rows["status"] == "ok") & (rows["protocol"] == protocol)]
+    summary = ablation_summary(ok, defense, variants, control) if not ok.empty else pd.DataFrame()
+    if summary.empty:
+        return f"No finished {protocol} ablation of {defense} yet: run `bench ablate {defense}`.\n"
+    by = summary.set_index("variant")
+    full = next(iter(variants))
+    if full not in by.index:
+        return f"The {protocol} ablation of {defense} lacks the full method.\n"
+    n = int(ok["n"].iloc[0])
+    lines = [f"{defense}, {protocol} protocol, n = {n} test clouds: each line compares the full method with the "
+             "variant lacking one mechanism, on the same clouds ('gain' = full minus variant, in points; positive: "
+             "the mechanism helps). p: paired sign-flip permutation test of each cloud's share of attacks survived "
+             "(mean) and exact McNemar (worst case).", "",
+             "| mechanism | removed by | gain mean robust | p | gain worst case | p | gain clean | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    entries = [(m, v, v) for m, v in mechanisms.items()]
+    if control:
+        entries.append(("all teachers (vs matched control)", control, control))
+    for mechanism, variant, key in entries:
+        if key not in by.index:
+            lines.append(f"| {mechanism} | `{variant}` | - | - | - | - | - | not run |")
+            continue
+        r = by.loc[key]
+        if key == control:
+            p_mean, p_worst = by.loc[full, "p mean control"], by.loc[full, "p worst control"]
+        else:
+            p_mean, p_worst = r["p mean"], r["p worst"]
+        gain = {c: float(by.loc[full, c]) - float(r[c]) for c in ("mean robust", "worst case", "clean")}
+        verdict = _verdict(gain["mean robust"], p_mean)
+        lines.append(f"| {mechanism} | `{variant}` | {_cell(gain['mean robust'], True)} | {_p(p_mean)} | "
+                     f"{_cell(gain['worst case'], True)} | {_p(p_worst)} | {_cell(gain['clean'], True)} | {verdict} |")
+    return "\n".join(lines) + "\n"
 
 
 def ablation_dir(out_dir: str | Path, defense: str) -> Path:

@@ -451,7 +451,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.ablate import ablation_dir, ablation_markdown, ablation_summary, column_name, variants_of
+    from benchmark.ablate import (
+        ablation_dir,
+        ablation_markdown,
+        ablation_summary,
+        column_name,
+        mechanism_markdown,
+        variants_of,
+    )
     from benchmark.registry import DEFENSES
 
     args.defense_name = args.defense
@@ -506,6 +513,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     mine = mine[mine["n"] == len(runner.indices)] if len(mine) else mine  # this run's clouds only
     markdown = ablation_markdown(mine, name, variants, title=f"{name} ablations", control=control)
     (out / "ablation.md").write_text(markdown + "\n" if not markdown.endswith("\n") else markdown)
+    mechanisms = getattr(DEFENSES.get(name).obj, "mechanisms", None)
+    if mechanisms and not select:  # a partial ablation would leave mechanisms unmeasured
+        (out / "mechanisms.md").write_text(mechanism_markdown(mine, name, variants, mechanisms, control))
     wide = Console(width=max(120, Console().width))
     for protocol, part in mine[mine["status"] == "ok"].groupby("protocol", sort=False):
         summary = ablation_summary(part, name, variants, control)

@@ -91,6 +91,14 @@ def ablation_mrpd(root: Path) -> str:
     return "\n".join([f"From `{path.relative_to(root)}`. {intro}", "", *lines[start:end]]) + "\n"
 
 
+def mechanisms_mrpd(root: Path) -> str:
+    """``results/ablations/mrpd/mechanisms.md`` (written by a full `bench ablate mrpd`)."""
+    path = root / "results" / "ablations" / "mrpd" / "mechanisms.md"
+    if not path.exists():
+        return "No committed per-mechanism verdicts yet: run `bench ablate mrpd` (all variants).\n"
+    return f"From `{path.relative_to(root)}`. " + path.read_text()
+
+
 def teachers_mrpd(root: Path) -> str:
     """The tables of ``results/diagnostics/mrpd/teachers.md`` (written by `bench teachers`)."""
     path = root / "results" / "diagnostics" / "mrpd" / "teachers.md"
@@ -109,6 +117,7 @@ def teachers_mrpd(root: Path) -> str:
 GENERATORS: dict[str, Callable[[Path], str]] = {
     "attack-presets": attack_presets,
     "ablation-mrpd": ablation_mrpd,
+    "mechanisms-mrpd": mechanisms_mrpd,
     "teachers-mrpd": teachers_mrpd,
 }
 

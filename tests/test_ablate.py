@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import defenses  # noqa: F401  (registers the defenses)
-from benchmark.ablate import Ablation, ablation_markdown, ablation_summary, column_name, variants_of
+from benchmark.ablate import Ablation, ablation_markdown, ablation_summary, column_name, mechanism_markdown, variants_of
 from benchmark.cli import main
 from benchmark.store import encode_outcomes
 
@@ -98,3 +98,19 @@ def test_every_variant_is_also_tested_against_the_matched_control():
     assert header.count("|") == rule.count("|")
     from defenses import build_defense
     assert type(build_defense("mrpd")).ablation_control == "prompt-at"
+
+
+def test_mechanism_verdicts_compare_the_full_method_with_the_variant_lacking_it():
+    text = mechanism_markdown(_rows(), "mrpd", VARIANTS, {"gate": "no-gate", "weighting": "fixed-weights"},
+                              control="prompt-at")
+    # full 62.5 vs no-gate 37.5 mean robust: +25.0 points, 4 clouds are too few to tell
+    assert "| gate | `no-gate` | +25.0 | 0.51 | +25.0 | 1 | +0.0 | no detectable effect |" in text
+    assert "| weighting | `fixed-weights` | - | - | - | - | - | not run |" in text
+    assert "| all teachers (vs matched control) | `prompt-at` | +37.5 |" in text
+    assert "n = 4 test clouds" in text
+    assert "No finished adaptive ablation" in mechanism_markdown(_rows(), "mrpd", VARIANTS, {}, protocol="adaptive")
+    from benchmark.ablate import _verdict
+    assert (_verdict(2.0, 0.01), _verdict(-2.0, 0.01), _verdict(2.0, 0.2)) == ("helps", "hurts",
+                                                                                "no detectable effect")
+    for mechanism, variant in type(__import__("defenses").build_defense("mrpd")).mechanisms.items():
+        assert variant in variants_of("mrpd"), mechanism

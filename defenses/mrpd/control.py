@@ -32,6 +32,7 @@ class PromptAT(MRPD):
     defense_name: ClassVar[str] = "prompt-at"
     ablations: ClassVar[dict[str, Ablation]] = {}
     ablation_control: ClassVar[str | None] = None
+    mechanisms: ClassVar[dict[str, str]] = {}
 
     teachers: list[str] = field(default_factory=lambda: ["text"])
 

@@ -182,6 +182,12 @@ class MRPD(ModelDefense):
     #: ``bench ablate mrpd`` also runs this defense (MRPD without teachers) and tests every variant against it
     ablation_control: ClassVar[str | None] = "prompt-at"
 
+    #: mechanism -> the ablation variant that removes it (``bench ablate mrpd`` writes what each is worth)
+    mechanisms: ClassVar[dict[str, str]] = {
+        "image teacher": "no-image", "point teacher": "no-point", "text teacher (loss)": "no-text",
+        "confidence gate": "no-gate", "uncertainty weighting": "fixed-weights", "adversarial half": "clean-only",
+    }
+
     #: ``bench ablate mrpd``: the paper's ablations (PROTOCOL.md section 6, ModelNet40 mean robust
     #: accuracy) and a few more switches; the first entry is the full method.
     ablations: ClassVar[dict[str, Ablation]] = {
