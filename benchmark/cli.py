@@ -514,7 +514,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     markdown = ablation_markdown(mine, name, variants, title=f"{name} ablations", control=control)
     (out / "ablation.md").write_text(markdown + "\n" if not markdown.endswith("\n") else markdown)
     mechanisms = getattr(DEFENSES.get(name).obj, "mechanisms", None)
-    if mechanisms and not select:  # a partial ablation would leave mechanisms unmeasured
+    if mechanisms and set(mechanisms.values()) <= set(variants):  # else some mechanisms go unmeasured
         (out / "mechanisms.md").write_text(mechanism_markdown(mine, name, variants, mechanisms, control))
     wide = Console(width=max(120, Console().width))
     for protocol, part in mine[mine["status"] == "ok"].groupby("protocol", sort=False):
