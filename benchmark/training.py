@@ -169,6 +169,7 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     patience: int | None = None,
+    min_epochs: int = 0,
     after_backward: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train ``model`` for at most ``cfg.epochs`` on ``train`` and keep the best-validating weights.
@@ -183,6 +184,7 @@ def fit(
     Args:
         patience: with ``validate``, stop once this many epochs in a row failed to beat the
             best score (None: run every epoch).
+        min_epochs: never stop before this many epochs (e.g. a schedule's first phase).
         after_backward: called after each backward pass, before clipping and the optimiser
             step (gradients are in ``.grad``), e.g. to record per-parameter gradient norms.
     """
@@ -253,7 +255,8 @@ def fit(
             if log is not None:
                 log(f"{description}: epoch {epoch + 1}/{cfg.epochs} loss {result.train_loss[-1]:.4f}"
                     + (f" val {score:.4f}" if validate is not None else ""))
-            if validate is not None and patience is not None and epoch - result.best_epoch >= patience:
+            if validate is not None and patience is not None and epoch + 1 >= min_epochs \
+                    and epoch - result.best_epoch >= patience:
                 result.stopped_early = epoch
                 if log is not None:
                     log(f"{description}: stopped after epoch {epoch + 1}: no better validation score in "

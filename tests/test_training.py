@@ -84,6 +84,10 @@ def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best(
     assert result.best_epoch == 1
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, snapshots[1][key])
+    scores = iter([0.9, 0.1, 0.1, 0.1, 0.1])
+    late = fit(TinyPointNet(), data, TrainConfig(epochs=5, batch_size=8), classification_step(TinyPointNet()),
+               validate=lambda: next(scores), patience=1, min_epochs=4, progress=False)
+    assert late.stopped_early == 3 and late.best_epoch == 0  # not before the 4th epoch
     unlimited = fit(TinyPointNet(), data, TrainConfig(epochs=3, batch_size=8), classification_step(TinyPointNet()),
                     validate=lambda: 0.0, progress=False)
     assert unlimited.stopped_early is None and len(unlimited.val_score) == 3

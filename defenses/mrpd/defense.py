@@ -143,7 +143,8 @@ class MRPD(ModelDefense):
             starts fitted (CoOp, cached) to the frozen student's clean training embeddings, so
             every variant, with or without the text loss, classifies with a trained head.
         patience: stop once this many epochs fail to beat the best validation score (None:
-            every epoch, the paper); the schedule still spans ``epochs``.
+            every epoch, the paper), never before the first adversarial epoch; the schedule
+            still spans ``epochs``.
         clean_tolerance: the checkpoint kept is the epoch with the best validation robust
             accuracy among those whose validation clean accuracy is at least the undefended
             student's minus this (None: any epoch, the paper's rule); an epoch outside the
@@ -500,7 +501,8 @@ class MRPD(ModelDefense):
         clock = [time.perf_counter()]  # epoch wall time (training + this validation), per history record
         result = fit(learned, train, cfg, step, params=params, validate=validate if val is not None else None,
                      device=device, seed=ctx.seed, description=self.defense_name, progress=ctx.progress, log=ctx.log,
-                     patience=self.patience, after_backward=after_backward)
+                     patience=self.patience, min_epochs=clean_epochs + 1 if adv_epochs else 0,
+                     after_backward=after_backward)
         for name, p in student.named_parameters():  # the backbone never trains
             if p.requires_grad:
                 raise RuntimeError(f"mrpd: student parameter {name} requires grad; the student must stay frozen")
