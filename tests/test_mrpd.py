@@ -412,3 +412,14 @@ def test_profiles_keep_prompt_at_matched_to_mrpd(profile):
     mrpd = dict(cfg.defenses.get("mrpd") or {})
     mrpd.pop("teachers", None)
     assert dict(cfg.defenses.get("prompt-at") or {}) == mrpd
+
+
+def test_adv_mix_draws_that_share_of_each_adversarial_batch(setup, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=4, val_fraction=0.25, lr=1e-2, scale_low=1.0, scale_high=1.0)
+    ctx = ctx_of(setup, cache_dir=tmp_path, train_config=lambda name: cfg)
+    history = build_defense("mrpd", adv_mix=0.5)(ctx).meta["history"]
+    assert "adv_share" not in history[0]  # the clean epoch
+    assert 0.2 < history[1]["adv_share"] < 0.8  # 9 batches of 4: about half adversarial
+    full = build_defense("mrpd")(ctx_of(setup, cache_dir=tmp_path, train_config=lambda name: cfg)).meta["history"]
+    assert full[1]["adv_share"] == 1.0
+    assert build_defense("mrpd").adv_mix == 1.0  # the paper: adversarial clouds only

@@ -139,6 +139,8 @@ class MRPD(ModelDefense):
         steps, adv_targeted, adv_budget: its steps / targeted / absolute L2 budget (None = the
             run's, for ``pgd`` the paper's choice).
         template: the class prompt after the context tokens.
+        adv_mix: the share of each batch of the adversarial epochs drawn as its adversarial
+            example (the rest stay clean, with the teachers' clean features; paper 1.0).
         text_init: ``random`` (N(0, 0.05), the paper's code) or ``fitted``: the text context
             starts fitted (CoOp, cached) to the frozen student's clean training embeddings, so
             every variant, with or without the text loss, classifies with a trained head.
@@ -176,6 +178,7 @@ class MRPD(ModelDefense):
     adv_targeted: bool | None = param(None, kind="bool")
     adv_budget: float | None = positive(None)
     template: str = param(DEFAULT_PROMPT_TEMPLATE)
+    adv_mix: float = fraction(1.0)
     text_init: str = choice("random", ("random", "fitted"))
     patience: int | None = count(None)
     clean_tolerance: float | None = fraction(None)
@@ -249,7 +252,7 @@ class MRPD(ModelDefense):
             return torch.cat(out).numpy()
 
         features, hit = cached_features(ctx.cache_dir, f"mrpd-{name}", key, compute)
-        ctx.log(f"mrpd: {name} teacher features {'loaded from the cache' if hit else 'computed'} {features.shape}")
+        ctx.log(f"mrpd: {name} features {'loaded from the cache' if hit else 'computed'} {features.shape}")
         return features
 
     # ------------------------------------------------------------------ prepare
@@ -415,21 +418,28 @@ class MRPD(ModelDefense):
         def add(name: str, value: float) -> None:
             tally[name] = tally.get(name, 0.0) + value
 
+        mixer = torch.Generator().manual_seed(ctx.seed + 7)  # which samples of an adversarial batch are adversarial
+
         def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
             epoch = calls[0] // per_epoch
             calls[0] += 1
             adversarial = epoch >= clean_epochs
             rows = rows_of[idx.to(device)]
+            mask = None  # [B] bool: the samples that are adversarial in this batch
             if adversarial:
-                points = adv_points[rows.cpu()].to(device)
+                mask = (torch.rand(len(rows), generator=mixer) < self.adv_mix).to(device) if self.adv_mix < 1 \
+                    else torch.ones(len(rows), dtype=torch.bool, device=device)
+                points = torch.where(mask[:, None, None], adv_points[rows.cpu()].to(device), points)
+                add("adv_share", float(mask.float().mean()))
             z = student.embed(points, learned.tokens())
             text = learned.text(normalize=True)
             losses, slots, gates = [], [], []
             for slot, teacher in enumerate(("image", "point")):
                 if teacher not in self.teachers:
                     continue
-                use_adv = adversarial and (teacher == "image" or self.point_teacher_input == "student")
-                f = features[f"{teacher}/{'adv' if use_adv else 'clean'}"][rows]
+                f = features[f"{teacher}/clean"][rows]
+                if mask is not None and (teacher == "image" or self.point_teacher_input == "student"):
+                    f = torch.where(mask[:, None], features[f"{teacher}/adv"][rows], f)
                 if not self.gate:
                     gate = torch.ones_like(labels, dtype=torch.bool)
                 elif self.gate_bank == "class":  # the paper: label among the top-k of the C classes
