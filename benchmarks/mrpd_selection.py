@@ -44,9 +44,9 @@ CANDIDATES: dict[str, list[str]] = {
     "pgd untargeted 0.32": ["defenses.mrpd.adv_targeted=false", "defenses.mrpd.adv_budget=0.32"],
     "apgd untargeted 0.32": ["defenses.mrpd.adv_attack=apgd", "defenses.mrpd.adv_budget=0.32"],
     # the adversarial half on half-adversarial batches (the rest clean): keeps clean accuracy in reach
-    "pgd untargeted 0.32, mix 0.5": ["defenses.mrpd.adv_targeted=false", "defenses.mrpd.adv_budget=0.32",
+    "pgd untargeted 0.32 mix 0.5": ["defenses.mrpd.adv_targeted=false", "defenses.mrpd.adv_budget=0.32",
                                      "defenses.mrpd.adv_mix=0.5"],
-    "apgd untargeted 0.32, mix 0.5": ["defenses.mrpd.adv_attack=apgd", "defenses.mrpd.adv_budget=0.32",
+    "apgd untargeted 0.32 mix 0.5": ["defenses.mrpd.adv_attack=apgd", "defenses.mrpd.adv_budget=0.32",
                                       "defenses.mrpd.adv_mix=0.5"],
 }
 
