@@ -215,10 +215,11 @@ def mechanism_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, 
     if full not in by.index:
         return f"The {protocol} ablation of {defense} lacks the full method.\n"
     n = int(ok["n"].iloc[0])
-    lines = [f"{defense}, {protocol} protocol, n = {n} test clouds: each line compares the full method with the "
+    intro = (f"{defense}, {protocol} protocol, n = {n} test clouds: each line compares the full method with the "
              "variant lacking one mechanism, on the same clouds ('gain' = full minus variant, in points; positive: "
              "the mechanism helps). p: paired sign-flip permutation test of each cloud's share of attacks survived "
-             "(mean) and exact McNemar (worst case).", "",
+             "(mean) and exact McNemar (worst case).")
+    lines = [intro, "",
              "| mechanism | removed by | gain mean robust | p | gain worst case | p | gain clean | verdict |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     entries = [(m, v, v) for m, v in mechanisms.items()]

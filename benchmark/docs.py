@@ -91,6 +91,41 @@ def ablation_mrpd(root: Path) -> str:
     return "\n".join([f"From `{path.relative_to(root)}`. {intro}", "", *lines[start:end]]) + "\n"
 
 
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.1f}"
+
+
+def selection_mrpd(root: Path) -> str:
+    """The candidates of ``benchmarks/mrpd_selection.json``: validation accuracy, convergence, teachers."""
+    path = root / "benchmarks" / "mrpd_selection.json"
+    if not path.exists():
+        return "No committed selection yet: run `python benchmarks/mrpd_selection.py`.\n"
+    data = json.loads(path.read_text())
+    student, sets = data["student"], [k for k in data["student"] if k != "clean"]
+    rows = [{"candidate": "undefended student", "val clean": _pct(student["clean"]),
+             **{f"val {k}": _pct(student[k]) for k in sets}, "mean robust": _pct(sum(student[k] for k in sets) / len(sets)),
+             "epochs (kept)": "–", "prompt drift": "–", "fools (train)": "–", "rescue image / point": "–"}]
+    for name, c in data["candidates"].items():
+        rescue = (c.get("diagnostics") or {}).get("rescue_rate") or {}
+        rows.append({
+            "candidate": f"**{name}**" if name == data.get("chosen") else name, "val clean": _pct(c["val_clean"]),
+            **{f"val {k}": _pct(c["val_robust"][k]) for k in sets}, "mean robust": _pct(c["val_robust_mean"]),
+            "epochs (kept)": f"{c['epochs_run']} ({c['best_epoch'] + 1})",
+            "prompt drift": f"{c['drift_at_best']['point']:.2f}" if c["drift_at_best"].get("point") is not None else "–",
+            "fools (train)": _pct(c["victim_attack_success"]),
+            "rescue image / point": f"{_pct(rescue.get('image/adv'))} / {_pct(rescue.get('point/clean'))}"})
+    intro = (
+        f"From `{path.relative_to(root)}`: {data['n_val']} validation clouds carved from the training split; accuracy "
+        "in percent on the clean clouds and on three training attacks' examples crafted against the undefended "
+        f"student; the rule keeps clean accuracy within {100 * data['tolerance']:.0f} points of the student's and "
+        "maximises the mean robust accuracy (chosen in bold). 'epochs (kept)': epochs run and the one kept; "
+        "'prompt drift': RMS distance of the point prompts from their start at the kept epoch; 'fools (train)': "
+        "share of training clouds the candidate's training attack fools; 'rescue': of the student's errors on "
+        "those examples, the share the image teacher (on the adversarial cloud) / point teacher (clean cloud) "
+        "gets right.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
 def mechanisms_mrpd(root: Path) -> str:
     """``results/ablations/mrpd/mechanisms.md`` (written by a full `bench ablate mrpd`)."""
     path = root / "results" / "ablations" / "mrpd" / "mechanisms.md"
@@ -118,6 +153,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "attack-presets": attack_presets,
     "ablation-mrpd": ablation_mrpd,
     "mechanisms-mrpd": mechanisms_mrpd,
+    "selection-mrpd": selection_mrpd,
     "teachers-mrpd": teachers_mrpd,
 }
 

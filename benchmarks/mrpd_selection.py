@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             sets[set_name] = crafted.points[torch.from_numpy(val_idx)]
 
         @torch.no_grad()
-        def accuracy(net: Any, clouds: torch.Tensor) -> float:
-            pred = torch.cat([net(c.to(runner.device)).argmax(-1).cpu() for c in clouds.split(64)])
+        def accuracy(net: Any, clouds: torch.Tensor, device: Any = runner.device, labels: torch.Tensor = labels) -> float:
+            pred = torch.cat([net(c.to(device)).argmax(-1).cpu() for c in clouds.split(64)])
             return float((pred == labels).float().mean())
 
         if not reference:

@@ -110,3 +110,21 @@ def test_sections_are_registered_once_and_unknown_names_say_where_they_come_from
     text = "<!-- begin generated: no-such -->\nx\n<!-- end generated: no-such -->\n"
     with pytest.raises(KeyError, match="benchmark.leaderboard"):
         render_sections(text, tmp_path)
+
+
+def test_the_mrpd_selection_section_marks_the_chosen_candidate(tmp_path):
+    import json
+
+    from benchmark.docs import selection_mrpd
+
+    assert "No committed selection" in selection_mrpd(tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    candidate = {"val_clean": 0.9, "val_robust": {"a": 0.5}, "val_robust_mean": 0.5, "epochs_run": 7, "best_epoch": 2,
+                 "drift_at_best": {"point": 0.5}, "victim_attack_success": 0.6,
+                 "diagnostics": {"rescue_rate": {"image/adv": 0.8, "point/clean": 0.7}}}
+    (tmp_path / "benchmarks" / "mrpd_selection.json").write_text(json.dumps({
+        "n_val": 10, "tolerance": 0.02, "student": {"clean": 0.92, "a": 0.4}, "chosen": "x",
+        "candidates": {"x": candidate, "y": {**candidate, "victim_attack_success": None}}}))
+    text = selection_mrpd(tmp_path)
+    assert "| **x** | 90.0 | 50.0 | 50.0 | 7 (3) | 0.50 | 60.0 | 80.0 / 70.0 |" in text
+    assert "| undefended student | 92.0 | 40.0 | 40.0 |" in text and "| y |" in text
