@@ -84,6 +84,21 @@ def per_cloud(rows: pd.DataFrame, defense: str) -> tuple[np.ndarray | None, np.n
     return scores, survived
 
 
+def run_wide(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """``rows`` with a variant label that every row shares blanked (a run-wide setting such as
+    ``--set datasets.synthshapes.test_size=1024`` labels every column alike, so it tells the
+    columns nothing), and that label (``""`` if none)."""
+    shared = ""
+    out = rows
+    for column in ("defense_variant", "attack_variant"):
+        if column in rows.columns and len(rows):
+            values = rows[column].fillna("").astype(str)
+            if values.nunique() == 1 and values.iloc[0]:
+                shared = "; ".join(v for v in (shared, values.iloc[0]) if v)
+                out = out.assign(**{column: ""})
+    return out, shared
+
+
 def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ablation],
                      control: str | None = None) -> pd.DataFrame:
     """One row per variant (and ``none``, and the ``control`` defense) of one protocol's results:
@@ -95,6 +110,7 @@ def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ab
     from benchmark.stats import mcnemar, paired_permutation
     from benchmark.store import summary_table
 
+    rows, _ = run_wide(rows)
     table = summary_table(rows)
     if table.empty:
         return pd.DataFrame()
@@ -156,13 +172,14 @@ def _cell(value: float, signed: bool = False) -> str:
 def ablation_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ablation],
                       title: str = "", control: str | None = None) -> str:
     """The ablation table(s) as markdown, one per protocol, deterministic for the same rows."""
-    ok = rows[rows["status"] == "ok"]
+    ok, shared = run_wide(rows[rows["status"] == "ok"])
     lines = [f"# {title or f'{defense} ablations'}", ""]
     if ok.empty:
         return "\n".join([*lines, "No finished results.", ""])
     first = ok.iloc[0]
     attacks = sorted(a for a in set(ok["attack"]) if a != "clean")
-    lines += [f"Dataset `{first['dataset']}`, profile `{first['profile']}`, victim `{first['victim']}`, "
+    lines += [f"Dataset `{first['dataset']}`, profile `{first['profile']}`"
+              + (f" with `{shared}`" if shared else "") + f", victim `{first['victim']}`, "
               f"n = {int(first['n'])} test clouds, attacks: {', '.join(attacks)}. Accuracy in percent; "
               "'mean robust' is the mean over the attacks, 'worst case' the share of clouds that survive every "
               "(strong) attack, 'delta' the change in mean robust accuracy against the full method; 'p mean' and "

@@ -255,7 +255,7 @@ def fit(
             if log is not None:
                 log(f"{description}: epoch {epoch + 1}/{cfg.epochs} loss {result.train_loss[-1]:.4f}"
                     + (f" val {score:.4f}" if validate is not None else ""))
-            if validate is not None and patience is not None and epoch + 1 >= min_epochs \
+            if validate is not None and patience is not None and min_epochs <= epoch + 1 < cfg.epochs \
                     and epoch - result.best_epoch >= patience:
                 result.stopped_early = epoch
                 if log is not None:

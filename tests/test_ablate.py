@@ -114,3 +114,14 @@ def test_mechanism_verdicts_compare_the_full_method_with_the_variant_lacking_it(
                                                                                 "no detectable effect")
     for mechanism, variant in type(__import__("defenses").build_defense("mrpd")).mechanisms.items():
         assert variant in variants_of("mrpd"), mechanism
+
+
+def test_a_run_wide_setting_labels_no_column():
+    rows = _rows().assign(defense_variant="datasets.synthshapes.test_size=1024", attack_variant="")
+    summary = ablation_summary(rows, "mrpd", VARIANTS, control="prompt-at").set_index("variant")
+    assert summary.loc["full", "mean robust"] == pytest.approx(62.5) and "no-gate" in summary.index
+    text = ablation_markdown(rows, "mrpd", VARIANTS, control="prompt-at")
+    assert "profile `smoke` with `datasets.synthshapes.test_size=1024`" in text and "| no-gate |" in text
+    mixed = pd.concat([_rows(), rows.iloc[:1]])  # one differing label: variants stay apart
+    from benchmark.ablate import run_wide
+    assert run_wide(mixed)[1] == ""

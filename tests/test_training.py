@@ -88,6 +88,10 @@ def test_fit_stops_after_patience_epochs_without_improvement_and_keeps_the_best(
     late = fit(TinyPointNet(), data, TrainConfig(epochs=5, batch_size=8), classification_step(TinyPointNet()),
                validate=lambda: next(scores), patience=1, min_epochs=4, progress=False)
     assert late.stopped_early == 3 and late.best_epoch == 0  # not before the 4th epoch
+    scores = iter([0.9, 0.1, 0.1])
+    ended = fit(TinyPointNet(), data, TrainConfig(epochs=3, batch_size=8), classification_step(TinyPointNet()),
+                validate=lambda: next(scores), patience=2, progress=False)
+    assert ended.stopped_early is None  # reaching the last epoch is not an early stop
     unlimited = fit(TinyPointNet(), data, TrainConfig(epochs=3, batch_size=8), classification_step(TinyPointNet()),
                     validate=lambda: 0.0, progress=False)
     assert unlimited.stopped_early is None and len(unlimited.val_score) == 3
