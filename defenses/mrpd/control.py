@@ -7,7 +7,7 @@ clean -> adversarial schedule on the same crafted training set, the same selecti
 early stop; the only loss is the label InfoNCE against the text embeddings (MRPD with
 ``teachers=[text]``). A difference between ``mrpd`` and ``prompt-at`` is then the teachers'
 doing. Keep ``defenses.prompt-at`` equal to ``defenses.mrpd`` in a profile (the shipped
-profiles do, by a YAML anchor, and ``tests/test_profiles.py`` checks it).
+profiles do, by a YAML anchor, and ``tests/test_mrpd.py`` checks it).
 """
 from __future__ import annotations
 

@@ -240,7 +240,8 @@ class MRPD(ModelDefense):
         return clip, projection, DepthProjector(projection)
 
     def _features(self, ctx: DefenseContext, name: str, source_hash: str, extra: dict[str, Any],
-                  clouds: np.ndarray | Tensor, encode: Any) -> np.ndarray:
+                  clouds: np.ndarray | Tensor, encode: Any) -> Tensor:
+        """``encode`` of every cloud ``[N, D]`` on ``ctx.device``, from the feature cache when present."""
         key = {"teacher": name, "weights": source_hash, "dataset": ctx.train.fingerprint, "split": ctx.train.split,
                "n": len(clouds), **extra}
 
@@ -254,7 +255,7 @@ class MRPD(ModelDefense):
 
         features, hit = cached_features(ctx.cache_dir, f"mrpd-{name}", key, compute)
         ctx.log(f"mrpd: {name} features {'loaded from the cache' if hit else 'computed'} {features.shape}")
-        return features
+        return torch.from_numpy(np.array(features)).to(ctx.device)  # mmap -> memory
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, ctx: DefenseContext) -> nn.Module:
@@ -298,7 +299,7 @@ class MRPD(ModelDefense):
             return F.normalize(z.view(x.shape[0], v, -1).mean(1), dim=-1)
 
         proj_key = {"projection": to_jsonable(dataclasses.asdict(projection))}
-        feats: dict[str, np.ndarray] = {}
+        feats: dict[str, Tensor] = {}
         if "image" in self.teachers:
             feats["image/clean"] = self._features(ctx, "image", clip.weights_hash, proj_key, ctx.train.points, image_embed)
             if adv_points is not None:
@@ -312,7 +313,7 @@ class MRPD(ModelDefense):
             if adv_points is not None and self.point_teacher_input == "student":
                 feats["point/adv"] = self._features(ctx, "point", teacher.weights_hash, {"adv": adv_hash}, adv_points,
                                                     point_embed)
-        return {k: torch.from_numpy(np.array(v)).to(ctx.device) for k, v in feats.items()}  # mmap -> memory
+        return feats
 
     def _diagnostics(self, ctx: DefenseContext, student: nn.Module, features: dict[str, Tensor],
                      adv_points: Tensor | None, adv_hash: str | None) -> dict[str, Any]:
@@ -325,8 +326,7 @@ class MRPD(ModelDefense):
         out: dict[str, Any] = {"teacher_accuracy": {k: round(float(v.float().mean()), 4) for k, v in right.items()}}
         if adv_points is not None:
             embed = lambda x: F.normalize(student.embed(x).float(), dim=-1)  # noqa: E731
-            z = torch.from_numpy(np.array(self._features(ctx, "student", victim_weights_hash(ctx), {"adv": adv_hash},
-                                                         adv_points, embed))).to(ctx.device)
+            z = self._features(ctx, "student", victim_weights_hash(ctx), {"adv": adv_hash}, adv_points, embed)
             wrong = (z @ bank.T).argmax(-1) != labels
             out["student_adv_accuracy"] = round(1.0 - float(wrong.float().mean()), 4)
             out["rescue_rate"] = {k: (round(float(v[wrong].float().mean()), 4) if bool(wrong.any()) else None)
@@ -342,8 +342,7 @@ class MRPD(ModelDefense):
         tokens = learned.tokens()
         embed = lambda x: F.normalize(student.embed(x, tokens).float(), dim=-1)  # noqa: E731
         key = {"point_prompts": self.point_prompts, "seed": ctx.seed}
-        z = torch.from_numpy(np.array(self._features(ctx, "student-init", victim_weights_hash(ctx), key,
-                                                     ctx.train.points, embed))).to(ctx.device)
+        z = self._features(ctx, "student-init", victim_weights_hash(ctx), key, ctx.train.points, embed)
         labels = torch.from_numpy(ctx.train.labels).to(ctx.device)
         rows = torch.from_numpy(train_idx).to(ctx.device)
         check = torch.from_numpy(val_idx).to(ctx.device) if len(val_idx) else rows
