@@ -735,23 +735,13 @@ def _print_sanity(rows: Any, console: Any) -> None:
 def _prepare_data(cfg: RunConfig, console: Any) -> dict[str, Any]:
     """Load (generate or read, then cache) both splits of the configured dataset and summarise them."""
     from benchmark.cache import resolve_cache_dir
-    from benchmark.data import load_dataset
+    from benchmark.data import load_run_split
 
     cache_dir = resolve_cache_dir(cfg.cache_dir)
     splits = {}
     for split in ("train", "test"):
         with console.status(f"preparing {cfg.dataset.name} ({split})"):
-            ds = load_dataset(
-                cfg.dataset.name,
-                split,
-                root=cfg.dataset.root,
-                num_points=cfg.dataset.num_points,
-                sampling=cfg.dataset.sampling,
-                normalize=cfg.dataset.normalize,
-                seed=cfg.seed,
-                cache_dir=cache_dir,
-                options=cfg.dataset_options(),
-            )
+            ds = load_run_split(cfg, split, cache_dir)
         console.print(f"  {split}: {len(ds)} clouds x {ds.num_points} points, {ds.num_classes} classes, "
                       f"fingerprint {ds.fingerprint}")
         splits[split] = ds
@@ -794,11 +784,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _zoo(cfg: RunConfig, data: dict[str, Any], device: Any, console: Any, force: bool = False) -> Any:
     from benchmark.cache import resolve_cache_dir
+    from benchmark.data import load_run_split
     from models.zoo import Zoo, ZooContext
 
-    return Zoo(ZooContext(train=data["train"], test=data["test"], cache_dir=resolve_cache_dir(cfg.cache_dir),
+    cache_dir = resolve_cache_dir(cfg.cache_dir)
+    return Zoo(ZooContext(train=data["train"], test=data["test"], cache_dir=cache_dir,
                           device=device, seed=cfg.seed, params=cfg.models, train_config=cfg.train_config,
-                          force=force, log=lambda msg: console.print(f"  {msg}")))
+                          force=force, log=lambda msg: console.print(f"  {msg}"),
+                          source=lambda overrides: load_run_split(cfg, "train", cache_dir, overrides)))
 
 
 def cmd_attack(args: argparse.Namespace) -> int:

@@ -119,11 +119,22 @@ class TrainConfig:
     scale_high: float = 1.15
     jitter: float = 0.0  # Gaussian point jitter augmentation (std, unit-sphere units)
     rotate: bool = False  # random rotation about the up axis (y) as augmentation
+    point_dropout: float = 0.0  # each cloud loses a uniform [0, point_dropout) share of its points (set to a kept one)
+    outliers: float = 0.0  # each cloud has a uniform [0, outliers) share of its points moved uniformly into [-1, 1]^3
+    # clip-space point encoders: weight of the InfoNCE term against the CLIP image embeddings of the
+    # cloud's projection (1: Uni3D-style alignment; 0: trained on the class-text head alone)
+    image_alignment: float = 1.0
+    # train on another distribution than the run's training split: overrides of the run's dataset
+    # (e.g. {seed: 2, train_size: 1024, sampling: fps}); the run's split is then never seen by the model
+    source: dict[str, Any] | None = None
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"training needs epochs >= 0, batch_size >= 1 and lr > 0, got {self}")
+        if not (0.0 <= self.point_dropout < 1.0 and 0.0 <= self.outliers < 1.0):
+            raise ConfigError(f"training.point_dropout and training.outliers must be in [0, 1), got "
+                              f"{self.point_dropout} and {self.outliers}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"training.val_fraction must be in [0, 1), got {self.val_fraction}")
 

@@ -43,7 +43,7 @@ from attacks.crafting import CraftedSet, craft, crafting_key
 from attacks.factory import attack_spec, build_attack
 from benchmark.cache import resolve_cache_dir, state_dict_sha256
 from benchmark.config import RunConfig, config_hash, resolve_config, to_jsonable
-from benchmark.data import PointCloudDataset, load_dataset
+from benchmark.data import PointCloudDataset, load_run_split
 from benchmark.env import package_versions, resolve_device
 from benchmark.registry import ATTACKS, DEFENSES
 from benchmark.store import CLEAN, ResultStore, encode_distances, encode_outcomes, wilson_interval
@@ -223,11 +223,7 @@ class Runner:
         self.splits: dict[str, PointCloudDataset] = {}
         for split in ("train", "test"):
             with self.console.status(f"preparing {cfg.dataset.name} ({split})"):
-                self.splits[split] = load_dataset(
-                    cfg.dataset.name, split, root=cfg.dataset.root, num_points=cfg.dataset.num_points,
-                    sampling=cfg.dataset.sampling, normalize=cfg.dataset.normalize, seed=cfg.seed,
-                    cache_dir=self.cache_dir, options=cfg.dataset_options(),
-                )
+                self.splits[split] = load_run_split(cfg, split, self.cache_dir)
         test = self.splits["test"]
         n = len(test) if cfg.limit is None else min(cfg.limit, len(test))
         index, count = self.shard
@@ -250,7 +246,8 @@ class Runner:
         cfg = self.cfg
         self.zoo = Zoo(ZooContext(train=self.splits["train"], test=self.splits["test"], cache_dir=self.cache_dir,
                                   device=self.device, seed=cfg.seed, params=cfg.models,
-                                  train_config=cfg.train_config, progress=self.progress, log=self._log))
+                                  train_config=cfg.train_config, progress=self.progress, log=self._log,
+                                  source=lambda overrides: load_run_split(cfg, "train", self.cache_dir, overrides)))
         self.victim = self.zoo.get(cfg.victim)
         self.victim.model.eval().requires_grad_(False)
 

@@ -109,7 +109,9 @@ def split_validation(
 
 
 def augment_points(points: Tensor, cfg: TrainConfig, generator: torch.Generator) -> Tensor:
-    """Training-time augmentation of ``[B, N, 3]``: anisotropic scaling, rotation about y, jitter."""
+    """Training-time augmentation of ``[B, N, 3]``: anisotropic scaling, rotation about y, jitter,
+    point dropout (dropped points take the cloud's first point's place) and outliers (uniform in
+    ``[-1, 1]^3``); the shape is kept. Draws come from ``generator`` (CPU), so runs repeat exactly."""
     b = points.shape[0]
     out = points
     if cfg.scale_low != 1.0 or cfg.scale_high != 1.0:
@@ -123,7 +125,20 @@ def augment_points(points: Tensor, cfg: TrainConfig, generator: torch.Generator)
     if cfg.jitter > 0:
         noise = torch.randn(out.shape, generator=generator).to(points.device) * cfg.jitter
         out = out + noise.clamp(-5 * cfg.jitter, 5 * cfg.jitter)
+    if cfg.point_dropout > 0:
+        dropped = _random_share(out.shape[:2], cfg.point_dropout, generator).to(points.device)
+        out = torch.where(dropped[..., None], out[:, :1], out)
+    if cfg.outliers > 0:
+        moved = _random_share(out.shape[:2], cfg.outliers, generator).to(points.device)
+        uniform = (torch.rand(out.shape, generator=generator) * 2 - 1).to(points.device)
+        out = torch.where(moved[..., None], uniform, out)
     return out
+
+
+def _random_share(shape: torch.Size, high: float, generator: torch.Generator) -> Tensor:
+    """``[B, N]`` bool: in each row, every entry is picked with one probability drawn from ``U[0, high)``."""
+    rate = torch.rand(shape[0], 1, generator=generator) * high
+    return torch.rand(shape, generator=generator) < rate
 
 
 @torch.no_grad()

@@ -325,7 +325,7 @@ def check_profile(args: argparse.Namespace) -> int:
     import models  # noqa: F401
     from benchmark.cache import resolve_cache_dir
     from benchmark.config import resolve_config
-    from benchmark.data import load_dataset
+    from benchmark.data import load_run_split
     from benchmark.env import allocator_status, package_versions, resolve_device
     from benchmark.registry import ATTACKS
     from models.zoo import Zoo, ZooContext, describe_score
@@ -333,12 +333,11 @@ def check_profile(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.check, flags={"device": args.device, "cache_dir": args.cache_dir})
     device = resolve_device(cfg.device)
     cache_dir = resolve_cache_dir(cfg.cache_dir)
-    data = {split: load_dataset(cfg.dataset.name, split, root=cfg.dataset.root, num_points=cfg.dataset.num_points,
-                                sampling=cfg.dataset.sampling, normalize=cfg.dataset.normalize, seed=cfg.seed,
-                                cache_dir=cache_dir, options=cfg.dataset_options()) for split in ("train", "test")}
+    data = {split: load_run_split(cfg, split, cache_dir) for split in ("train", "test")}
     torch.manual_seed(cfg.seed)
     zoo = Zoo(ZooContext(train=data["train"], test=data["test"], cache_dir=cache_dir, device=device, seed=cfg.seed,
-                         params=cfg.models, train_config=cfg.train_config, log=lambda m: print(f"  {m}", flush=True)))
+                         params=cfg.models, train_config=cfg.train_config, log=lambda m: print(f"  {m}", flush=True),
+                         source=lambda overrides: load_run_split(cfg, "train", cache_dir, overrides)))
     victim = zoo.get(args.model or cfg.victim)
     model = victim.model.eval()
     test = data["test"].subset(range(min(args.limit, len(data["test"]))))
@@ -414,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     import models  # noqa: F401
     from benchmark.cache import resolve_cache_dir
     from benchmark.config import resolve_config
-    from benchmark.data import load_dataset
+    from benchmark.data import load_run_split
     from benchmark.env import allocator_status, package_versions, resolve_device
     from benchmark.registry import ATTACKS
     from models.zoo import Zoo, ZooContext, describe_score
@@ -423,15 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = resolve_config(args.profile, flags={"device": args.device, "cache_dir": args.cache_dir})
     device = resolve_device(cfg.device)
     cache_dir = resolve_cache_dir(cfg.cache_dir)
-    data = {
-        split: load_dataset(cfg.dataset.name, split, root=cfg.dataset.root, num_points=cfg.dataset.num_points,
-                            sampling=cfg.dataset.sampling, normalize=cfg.dataset.normalize, seed=cfg.seed,
-                            cache_dir=cache_dir, options=cfg.dataset_options())
-        for split in ("train", "test")
-    }
+    data = {split: load_run_split(cfg, split, cache_dir) for split in ("train", "test")}
     torch.manual_seed(cfg.seed)
     zoo = Zoo(ZooContext(train=data["train"], test=data["test"], cache_dir=cache_dir, device=device, seed=cfg.seed,
-                         params=cfg.models, train_config=cfg.train_config, log=lambda m: print(f"  {m}", flush=True)))
+                         params=cfg.models, train_config=cfg.train_config, log=lambda m: print(f"  {m}", flush=True),
+                         source=lambda overrides: load_run_split(cfg, "train", cache_dir, overrides)))
     victim_name = args.model or cfg.victim
     victim = zoo.get(victim_name)
     ae = zoo.get("pc-autoencoder")

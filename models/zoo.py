@@ -12,11 +12,17 @@ versions). How a model is trained follows from what it is:
   template each step), so that repeated classes in a batch are never false negatives.
 - ``EmbeddingClassifier`` (models registered with the tag ``clip-space``: the point
   transformers): built with the CLIP's embedding size and a text head, aligned Uni3D-style
-  into the CLIP space — InfoNCE against the frozen CLIP image embedding of the cloud's projection plus
-  cross-entropy of the scaled cosine to the CLIP class-text embeddings — and then
-  classifies zero-shot style through those text embeddings.
+  into the CLIP space — InfoNCE against the frozen CLIP image embedding of the cloud's projection
+  (weighted by ``training.<model>.image_alignment``; 0 drops it) plus cross-entropy of the
+  scaled cosine to the CLIP class-text embeddings — and then classifies zero-shot style
+  through those text embeddings.
 - ``PointCloudAutoencoder``: Chamfer reconstruction.
 - anything else with ``num_classes``: supervised cross-entropy (plug-in models included).
+
+A model trains on the run's training split unless ``training.<model>.source`` names another
+distribution (overrides of the run's dataset, read through ``ZooContext.source``): the
+embedded default pretrains the MRPD student and its teachers that way, so that none of them
+has seen the split MRPD tunes on (README, "MRPD"). Every model is scored on the run's test split.
 """
 from __future__ import annotations
 
@@ -49,6 +55,10 @@ __all__ = ["CAPTION_TEMPLATES", "ZOO_VERSION", "Zoo", "ZooContext", "ZooModel", 
 #: Bump when training recipes change, so cached weights are retrained.
 ZOO_VERSION = 1
 
+#: Training options added after version 1, left out of a model's cache key while at these values:
+#: a model that does not use them keeps its cached weights.
+_KEY_OMITS_UNSET: dict[str, Any] = {"point_dropout": 0.0, "outliers": 0.0, "image_alignment": 1.0, "source": None}
+
 #: Captions paired with depth images when training the embedded CLIP (and for zero-shot heads).
 CAPTION_TEMPLATES: tuple[str, ...] = (
     "A depth picture of {}.",
@@ -74,6 +84,8 @@ class ZooContext:
     force: bool = False  # retrain even when cached
     progress: bool = True
     log: Callable[[str], None] = print
+    # the run's dataset with some options overridden (``training.<model>.source``); None: no source datasets
+    source: Callable[[dict[str, Any]], PointCloudDataset] | None = None
 
 
 @dataclass
@@ -93,6 +105,7 @@ class Zoo:
     def __init__(self, ctx: ZooContext) -> None:
         self.ctx = ctx
         self._ready: dict[str, ZooModel] = {}
+        self._sources: dict[str, PointCloudDataset] = {}
 
     # -- public --------------------------------------------------------------------------------
     def get(self, name: str) -> ZooModel:
@@ -100,6 +113,23 @@ class Zoo:
         if name not in self._ready:
             self._ready[name] = self._load_or_train(name)
         return self._ready[name]
+
+    def training_data(self, name: str) -> PointCloudDataset:
+        """The clouds model ``name`` trains on: the run's training split, or its ``source`` distribution."""
+        source = self.ctx.train_config(name).source
+        if not source:
+            return self.ctx.train
+        if self.ctx.source is None:
+            raise ValueError(f"training.{name}.source asks for another dataset, but this zoo was built without a "
+                             "reader for one (ZooContext.source); build it through benchmark.runner.Runner")
+        key = config_hash(source)
+        if key not in self._sources:
+            data = self.ctx.source(dict(source))
+            if tuple(data.class_names) != tuple(self.ctx.train.class_names):
+                raise ValueError(f"training.{name}.source has other classes than the run's dataset; a source "
+                                 "distribution must name the same classes in the same order")
+            self._sources[key] = data
+        return self._sources[key]
 
     # -- dispatch ------------------------------------------------------------------------------
     def _params(self, name: str) -> dict[str, Any]:
@@ -135,12 +165,16 @@ class Zoo:
         return {"clip": self.get("clip").weights_hash} if isinstance(model, EmbeddingClassifier) else {}
 
     def _key(self, name: str, model: nn.Module) -> str:
+        train = dataclasses.asdict(self.ctx.train_config(name))
+        for option, unset in _KEY_OMITS_UNSET.items():  # options added later leave the keys of models without them
+            if train.get(option) == unset:
+                train.pop(option)
         spec = {
             "zoo": ZOO_VERSION,
             "model": name,
             "params": self._params(name),
-            "train": dataclasses.asdict(self.ctx.train_config(name)),
-            "dataset": self.ctx.train.fingerprint,
+            "train": train,
+            "dataset": self.training_data(name).fingerprint,
             "num_points": self.ctx.train.num_points,
             "seed": self.ctx.seed,
             "deps": self._dependencies(name, model),
@@ -173,6 +207,7 @@ class Zoo:
         start = time.perf_counter()
         meta = self._train(name, model)
         meta.update(
+            trained_on=self.training_data(name).fingerprint,
             seconds=round(time.perf_counter() - start, 1),
             params=sum(p.numel() for p in model.parameters()),
             device=str(self.ctx.device),
@@ -200,7 +235,7 @@ class Zoo:
                 "progress": self.ctx.progress, "log": self.ctx.log}
 
     def _train_classifier(self, name: str, model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
-        train, val = split_validation(self.ctx.train, cfg.val_fraction, self.ctx.seed)
+        train, val = split_validation(self.training_data(name), cfg.val_fraction, self.ctx.seed)
         base = classification_step(model, cfg.label_smoothing)
         extra = getattr(model, "regularization_loss", None)  # e.g. PointNet's feature-transform term
 
@@ -213,7 +248,7 @@ class Zoo:
         return self._accuracy_meta(model, result, cfg)
 
     def _train_autoencoder(self, name: str, model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
-        train, val = split_validation(self.ctx.train, cfg.val_fraction, self.ctx.seed)
+        train, val = split_validation(self.training_data(name), cfg.val_fraction, self.ctx.seed)
 
         def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
             return chamfer_distance(model(points), points, mode="both").mean()
@@ -235,7 +270,7 @@ class Zoo:
 
     def _train_clip(self, name: str, clip: ClipTeacher, cfg: TrainConfig) -> dict[str, Any]:
         projector = DepthProjector(dataclasses.replace(self.ctx.projection, image_size=clip.image_size))
-        train, val = split_validation(self.ctx.train, cfg.val_fraction, self.ctx.seed)
+        train, val = split_validation(self.training_data(name), cfg.val_fraction, self.ctx.seed)
         names = [c.replace("_", " ") for c in train.class_names]
         captions = [[t.format(c) for t in CAPTION_TEMPLATES] for c in names]
         tokens = clip.tokenize([cap for per_class in captions for cap in per_class]).to(self.ctx.device)
@@ -268,26 +303,31 @@ class Zoo:
     def _train_embedding(self, name: str, model: EmbeddingClassifier, cfg: TrainConfig) -> dict[str, Any]:
         clip = self.get("clip").model.to(self.ctx.device).eval().requires_grad_(False)
         projector = DepthProjector(dataclasses.replace(self.ctx.projection, image_size=clip.image_size))
+        data = self.training_data(name)
+        align = cfg.image_alignment
         with torch.no_grad():
             text = self._class_text_embeddings(clip)
             model.head.set_class_embeddings(text)
             images = torch.cat([
                 nn.functional.normalize(clip.encode_image(projector(x)), dim=-1)
-                for x, _ in self.ctx.train.batches(64, device=self.ctx.device)
-            ])
-        train_idx, val_idx = split_indices(self.ctx.train, cfg.val_fraction, self.ctx.seed)
-        train = self.ctx.train.subset(train_idx)
-        val = self.ctx.train.subset(val_idx) if len(val_idx) else None
+                for x, _ in data.batches(64, device=self.ctx.device)
+            ]) if align > 0 else None
+        train_idx, val_idx = split_indices(data, cfg.val_fraction, self.ctx.seed)
+        train = data.subset(train_idx)
+        val = data.subset(val_idx) if len(val_idx) else None
         train_rows = torch.from_numpy(train_idx).to(self.ctx.device)  # row of each train cloud in `images`
         temperature = 0.07
 
         def step(points: Tensor, labels: Tensor, idx: Tensor) -> Tensor:
             z = nn.functional.normalize(model.embed(points), dim=-1)
+            loss = nn.functional.cross_entropy(model.head(z), labels, label_smoothing=cfg.label_smoothing)
+            if images is None:
+                return loss
             img = images[train_rows[idx.to(self.ctx.device)]]
             logits = z @ img.T / temperature
             target = torch.arange(len(z), device=z.device)
-            align = 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
-            return align + nn.functional.cross_entropy(model.head(z), labels, label_smoothing=cfg.label_smoothing)
+            infonce = 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
+            return loss + align * infonce
 
         validate = None if val is None else (lambda: evaluate_accuracy(model, val, device=self.ctx.device))
         params = [p for n, p in model.named_parameters() if not n.startswith("head.")]

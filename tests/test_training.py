@@ -1,12 +1,14 @@
 """The generic training loop: it learns, keeps the best epoch, validates inputs, augments sanely."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from benchmark.config import TrainConfig
+from benchmark.config import ConfigError, TrainConfig
 from benchmark.data import PointCloudDataset
 from benchmark.training import (
     augment_points,
@@ -175,3 +177,28 @@ def test_augmentation_scales_rotates_about_y_and_jitters_within_bounds() -> None
     scaled = augment_points(points, TrainConfig(scale_low=0.8, scale_high=1.25), g)
     ratio = scaled / points
     assert ((ratio > 0.8 - 1e-5) & (ratio < 1.25 + 1e-5)).all()
+
+
+def test_point_dropout_and_outliers_change_a_bounded_share_of_points() -> None:
+    points = torch.rand(64, 200, 3) * 0.5 + 0.25  # inside [0.25, 0.75]^3: outliers are told apart by position
+    g = torch.Generator().manual_seed(0)
+    plain = TrainConfig(scale_low=1.0, scale_high=1.0)
+    dropped = augment_points(points, dataclasses.replace(plain, point_dropout=0.5), g)
+    assert dropped.shape == points.shape
+    moved = (dropped != points).any(-1)
+    assert torch.equal(dropped[moved], points[:, :1].expand_as(points)[moved])  # a dropped point takes the first's place
+    share = moved.float().mean(1)
+    assert share.max() < 0.65 and share.mean() > 0.15  # per cloud U[0, 0.5): never most of a cloud, not nothing
+    noisy = augment_points(points, dataclasses.replace(plain, outliers=0.1), g)
+    out = (noisy != points).any(-1)
+    assert out.float().mean(1).max() < 0.2 and out.any()
+    assert (noisy.abs() <= 1.0).all()
+    again = augment_points(points, dataclasses.replace(plain, point_dropout=0.5), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again, dropped)  # the generator alone decides the draws
+
+
+def test_augmentation_shares_outside_0_1_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="point_dropout"):
+        TrainConfig(point_dropout=1.0)
+    with pytest.raises(ConfigError, match="outliers"):
+        TrainConfig(outliers=-0.1)

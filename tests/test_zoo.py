@@ -139,3 +139,66 @@ def test_every_victim_family_trains_through_the_zoo(data, tmp_path, name, params
     assert 0.0 <= ready.meta["test_accuracy"] <= 1.0
     logits = ready.model(torch.from_numpy(data["test"].points[:2]))
     assert logits.shape == (2, len(CLASSES)) and torch.isfinite(logits).all()
+
+
+def source_reader(data):
+    """A ``ZooContext.source`` over SynthShapes that records what it was asked for."""
+    asked = []
+
+    def read(overrides):
+        asked.append(dict(overrides))
+        opts = {"train_size": 40, "test_size": 12, "classes": CLASSES, **overrides}
+        return load_dataset("synthshapes", "train", num_points=128, seed=opts.pop("seed", 0), options=opts)
+
+    read.asked = asked
+    return read
+
+
+def test_a_model_with_a_source_trains_on_it_and_never_sees_the_run_split(data, tmp_path):
+    reader = source_reader(data)
+    source = {"seed": 3, "jitter": 0.01}
+    plain = make_zoo(data, tmp_path)
+    sourced = make_zoo(data, tmp_path, source=reader,
+                       train_config=lambda name: TrainConfig(epochs=1, batch_size=8, val_fraction=0.25,
+                                                             source=source if name == "pointnet-lite" else None))
+    assert sourced.training_data("clip") is data["train"]
+    trained_on = sourced.training_data("pointnet-lite")
+    assert trained_on.fingerprint != data["train"].fingerprint and reader.asked == [source]
+    model = sourced.get("pointnet-lite")
+    assert model.meta["trained_on"] == trained_on.fingerprint
+    assert 0.0 <= model.meta["test_accuracy"] <= 1.0  # scored on the run's test split
+    assert plain.get("pointnet-lite").weights_hash != model.weights_hash  # its own cache entry
+
+
+def test_a_source_without_a_reader_or_with_other_classes_is_a_clear_error(data, tmp_path):
+    config = lambda name: TrainConfig(epochs=1, batch_size=8, source={"seed": 3})  # noqa: E731
+    with pytest.raises(ValueError, match="ZooContext.source"):
+        make_zoo(data, tmp_path, train_config=config).get("pointnet-lite")
+
+    def other_classes(overrides):
+        opts = {"train_size": 40, "classes": ["chair", "table", "cup", "bowl"]}
+        return load_dataset("synthshapes", "train", num_points=128, options=opts)
+
+    with pytest.raises(ValueError, match="same classes"):
+        make_zoo(data, tmp_path, train_config=config, source=other_classes).get("pointnet-lite")
+
+
+def test_options_added_later_leave_existing_cache_keys_alone(data, tmp_path):
+    zoo = make_zoo(data, tmp_path)
+    model = zoo._build("pointnet-lite")
+    before = zoo._key("pointnet-lite", model)
+    explicit = make_zoo(data, tmp_path, train_config=lambda name: TrainConfig(
+        epochs=1, batch_size=8, val_fraction=0.25, point_dropout=0.0, outliers=0.0, image_alignment=1.0, source=None))
+    assert explicit._key("pointnet-lite", model) == before
+    changed = make_zoo(data, tmp_path, train_config=lambda name: TrainConfig(
+        epochs=1, batch_size=8, val_fraction=0.25, point_dropout=0.2))
+    assert changed._key("pointnet-lite", model) != before
+
+
+def test_a_point_encoder_without_image_alignment_never_encodes_images(data, tmp_path, monkeypatch):
+    zoo = make_zoo(data, tmp_path, train_config=lambda name: TrainConfig(
+        epochs=1, batch_size=8, val_fraction=0.25, image_alignment=0.0 if name != "clip" else 1.0))
+    clip = zoo.get("clip").model
+    monkeypatch.setattr(clip, "encode_image", lambda *a, **k: pytest.fail("image alignment is off"))
+    student = zoo.get("point-transformer-student")
+    assert not student.cached and student.model(torch.from_numpy(data["test"].points[:2])).shape == (2, len(CLASSES))

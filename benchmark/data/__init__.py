@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark.registry import DATASETS
 
 from .base import SAMPLINGS, SPLITS, DatasetError, PointCloudDataset, normalize_unit_sphere_np, select_points
+
+if TYPE_CHECKING:
+    from benchmark.config import RunConfig
 
 register_dataset = DATASETS.register
 
@@ -25,6 +28,7 @@ __all__ = [
     "DatasetError",
     "PointCloudDataset",
     "load_dataset",
+    "load_run_split",
     "normalize_unit_sphere_np",
     "register_dataset",
     "select_points",
@@ -65,6 +69,30 @@ def load_dataset(
         cache_dir=None if cache_dir is None else Path(cache_dir),
         **params,
     )
+
+
+#: ``load_dataset`` arguments a ``load_run_split`` override may set; every other key is a reader option.
+_LOAD_ARGUMENTS = ("root", "num_points", "sampling", "normalize", "seed")
+
+
+def load_run_split(
+    cfg: RunConfig,
+    split: str,
+    cache_dir: str | os.PathLike[str] | None,
+    overrides: Mapping[str, Any] | None = None,
+) -> PointCloudDataset:
+    """Split ``split`` of the run's dataset (``cfg.dataset``, ``datasets.<name>`` options, the run seed).
+
+    ``overrides`` changes any of ``root``, ``num_points``, ``sampling``, ``normalize``, ``seed`` or a
+    reader option (e.g. SynthShapes' ``train_size``, ``jitter``): how the zoo reads a model's
+    *source* distribution (``training.<model>.source``) beside the run's own.
+    """
+    given = dict(overrides or {})
+    args: dict[str, Any] = {"root": cfg.dataset.root, "num_points": cfg.dataset.num_points,
+                            "sampling": cfg.dataset.sampling, "normalize": cfg.dataset.normalize, "seed": cfg.seed}
+    args.update({k: given.pop(k) for k in _LOAD_ARGUMENTS if k in given})
+    return load_dataset(cfg.dataset.name, split, cache_dir=cache_dir, options={**cfg.dataset_options(), **given},
+                        **args)
 
 
 # Importing the readers registers them.
