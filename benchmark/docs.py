@@ -146,6 +146,73 @@ def teachers_mrpd(root: Path) -> str:
     return "\n".join([f"From `{path.relative_to(root)}`.", "", *lines[start:]]).rstrip() + "\n"
 
 
+def teachers_before_after_mrpd(root: Path) -> str:
+    """Per set, the student's accuracy and each teacher's rescue rate in the earlier setting
+    (``teachers_twin_setting.json``: teachers trained on the run's split onto the student's
+    targets) beside the current one (``teachers.json``), both written by `bench teachers`."""
+    folder = root / "results" / "diagnostics" / "mrpd"
+    paths = {"before": folder / "teachers_twin_setting.json", "now": folder / "teachers.json"}
+    if not all(p.exists() for p in paths.values()):
+        return "Needs both `teachers_twin_setting.json` and `teachers.json` under `results/diagnostics/mrpd/`.\n"
+    reports = {k: json.loads(p.read_text()) for k, p in paths.items()}
+    cells = {k: {(r["set"], r["probe"]): r for r in rep["rows"]} for k, rep in reports.items()}
+    probes = [("student", "accuracy", "student acc"), ("image-6v", "rescue", "image-6v rescue"),
+              ("point-teacher", "rescue", "point rescue"), ("student+mrpd", "accuracy", "student+mrpd acc")]
+    sets = [s for s in dict.fromkeys(r["set"] for r in reports["now"]["rows"]) if (s, "student") in cells["before"]]
+    rows = []
+    for name in sets:
+        row = {"set": name}
+        for probe, field, label in probes:
+            values = [cells[k].get((name, probe), {}).get(field) for k in ("before", "now")]
+            row[label] = " → ".join("–" if v is None else f"{100 * v:.1f}" for v in values)
+        rows.append(row)
+    intro = (f"From `{paths['before'].relative_to(root)}` (before: teachers and student trained on the run's training "
+             f"split, onto the same CLIP targets) and `{paths['now'].relative_to(root)}` (now: pretrained on source "
+             "distributions, see above), both written by `bench teachers`; percent, before → now. 'acc': accuracy of "
+             "the probe; 'rescue': of the clouds the undefended student gets wrong, the share the teacher gets right. "
+             "The attacks are crafted against each setting's own student.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
+def training_mrpd(root: Path) -> str:
+    """MRPD's and its matched control's per-epoch validation trajectory, from the newest committed
+    run record (``results/runs/*.json``) that trained them: the convergence evidence."""
+    runs = sorted((root / "results" / "runs").glob("*.json"), reverse=True)
+    record, run = None, None
+    for path in runs:
+        data = json.loads(path.read_text())
+        meta = ((data.get("defenses") or {}).get("mrpd") or {}).get("meta") or {}
+        if meta.get("history"):
+            record, run = data, path
+            break
+    if record is None or run is None:
+        return "No committed run record with MRPD's training history yet: run `bench run --defense mrpd`.\n"
+    names = [n for n in ("mrpd", "prompt-at") if ((record["defenses"].get(n) or {}).get("meta") or {}).get("history")]
+    metas = {n: record["defenses"][n]["meta"] for n in names}
+    epochs = max(len(m["history"]) for m in metas.values())
+    rows = []
+    for e in range(epochs):
+        row = {"epoch": str(e + 1)}
+        for n in names:
+            hist = metas[n]["history"]
+            h = hist[e] if e < len(hist) else None
+            kept = metas[n].get("best_epoch") == e
+            for field, label in (("val_clean", "clean"), ("val_adv", "adv")):
+                value = None if h is None else h.get(field)
+                cell = "" if value is None else f"{100 * value:.1f}"
+                row[f"{n} {label}"] = f"**{cell}**" if kept and cell else cell
+        rows.append(row)
+    first = metas[names[0]]
+    intro = (f"From `{run.relative_to(root)}` (`bench run`, profile `{record['config'].get('profile')}`): validation "
+             "accuracy in percent after each epoch, on the clean validation clouds and on their training-attack "
+             f"examples; the kept epoch in bold. Epochs 1-{first.get('clean_epochs')} train on clean clouds, the rest "
+             f"on adversarial ones; the undefended student's validation clean accuracy is "
+             f"{100 * first['reference_val_clean']:.1f} (an epoch more than "
+             f"{100 * (record['config'].get('defenses', {}).get('mrpd', {}).get('clean_tolerance') or 0):.0f} points "
+             "below it cannot be kept); training stops after `patience` epochs without a better score.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
 #: name -> renderer(project root) -> markdown (ending in a newline). The sections drawn from the
 #: committed results' leaderboard (``leaderboard-*``, ``grid-attacks``) are registered by
 #: ``benchmark.leaderboard`` when it is imported (``bench docs`` imports it).
@@ -155,6 +222,8 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "mechanisms-mrpd": mechanisms_mrpd,
     "selection-mrpd": selection_mrpd,
     "teachers-mrpd": teachers_mrpd,
+    "teachers-before-after-mrpd": teachers_before_after_mrpd,
+    "training-mrpd": training_mrpd,
 }
 
 

@@ -103,6 +103,40 @@ def test_the_teachers_section_quotes_the_tables_bench_teachers_wrote(tmp_path):
     assert "| test: clean | 2 | 100.0 |" in text and "# title" not in text and "`student`: mean" in text
 
 
+def test_the_before_after_section_pairs_each_set_of_the_two_teacher_reports(tmp_path):
+    def report(student: float, rescue: float) -> dict:
+        rows = [{"set": "test: cw", "probe": "student", "accuracy": student, "rescue": None},
+                {"set": "test: cw", "probe": "image-6v", "accuracy": 0.9, "rescue": rescue}]
+        return {"rows": rows}
+
+    folder = tmp_path / "results" / "diagnostics" / "mrpd"
+    folder.mkdir(parents=True)
+    section = "<!-- begin generated: teachers-before-after-mrpd -->\n<!-- end generated: teachers-before-after-mrpd -->\n"
+    (tmp_path / "README.md").write_text(section)
+    write_docs(tmp_path)
+    assert "Needs both" in (tmp_path / "README.md").read_text()  # says what is missing, does not fail
+    (folder / "teachers_twin_setting.json").write_text(json.dumps(report(0.0, 0.5)))
+    (folder / "teachers.json").write_text(json.dumps(report(0.25, 0.75)))
+    write_docs(tmp_path)
+    assert "| test: cw | 0.0 → 25.0 | 50.0 → 75.0 | – → – | – → – |" in (tmp_path / "README.md").read_text()
+
+
+def test_the_training_section_shows_each_epoch_and_marks_the_kept_one(tmp_path):
+    runs = tmp_path / "results" / "runs"
+    runs.mkdir(parents=True)
+    meta = {"history": [{"val_clean": 0.5, "val_adv": 0.1}, {"val_clean": 0.6, "val_adv": 0.2}], "best_epoch": 1,
+            "clean_epochs": 1, "reference_val_clean": 0.55}
+    record = {"config": {"profile": "default", "defenses": {"mrpd": {"clean_tolerance": 0.02}}},
+              "defenses": {"mrpd": {"meta": meta}, "prompt-at": {"meta": {**meta, "best_epoch": 0}}}}
+    (runs / "20260101T000000Z-aaaaaa.json").write_text(json.dumps(record))
+    (runs / "20260102T000000Z-bbbbbb.json").write_text(json.dumps({"config": {}, "defenses": {}}))  # no MRPD
+    (tmp_path / "README.md").write_text("<!-- begin generated: training-mrpd -->\n<!-- end generated: training-mrpd -->\n")
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "20260101T000000Z-aaaaaa.json" in text and "is 55.0" in text
+    assert "| 1 | 50.0 | 10.0 | **50.0** | **10.0** |" in text and "| 2 | **60.0** | **20.0** | 60.0 | 20.0 |" in text
+
+
 def test_sections_are_registered_once_and_unknown_names_say_where_they_come_from(tmp_path):
     assert {"attack-presets", "ablation-mrpd", "leaderboard-headline", "grid-attacks"} <= set(GENERATORS)
     with pytest.raises(ValueError, match="already registered"):
