@@ -213,6 +213,44 @@ def training_mrpd(root: Path) -> str:
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
 
 
+def paired_mrpd(root: Path) -> str:
+    """MRPD, its matched control and no defense compared cloud by cloud on the committed grid
+    (``results/synthshapes.csv``), per protocol: mean robust accuracy (sign-flip permutation test
+    of each cloud's share of attacks survived) and worst case (exact McNemar)."""
+    import pandas as pd
+
+    from benchmark.ablate import per_cloud
+    from benchmark.stats import mcnemar, paired_permutation
+
+    path = root / "results" / "synthshapes.csv"
+    if not path.exists():
+        return "No committed grid yet: run `bench run --defense all --attack all`.\n"
+    frame = pd.read_csv(path)
+    rows = []
+    for protocol in ("transfer", "adaptive"):
+        part = frame[frame["protocol"] == protocol]
+        scores = {d: per_cloud(part, d) for d in ("none", "mrpd", "prompt-at")}
+        for a, b in (("mrpd", "none"), ("prompt-at", "none"), ("mrpd", "prompt-at")):
+            (sa, wa), (sb, wb) = scores[a], scores[b]
+            if sa is None or sb is None or len(sa) != len(sb):
+                continue
+            mean, worst = paired_permutation(sa, sb), mcnemar(wa, wb)
+            rows.append({"protocol": protocol, "comparison": f"`{a}` vs `{b}`", "n": str(mean.n),
+                         "mean robust (points)": f"{100 * mean.difference:+.1f}", "p mean": _p_value(mean.p_value),
+                         "worst case (points)": f"{100 * worst.difference:+.1f}",
+                         "p worst": _p_value(worst.p_value)})
+    if not rows:
+        return "The committed grid holds no `mrpd`, `prompt-at` and `none` columns on the same clouds.\n"
+    intro = (f"From `{path.relative_to(root)}`: differences on the same clouds, first minus second, in points of "
+             "accuracy; mean robust: sign-flip permutation test of each cloud's share of the bounded attacks "
+             "survived; worst case: exact McNemar test of surviving clean and every strong attack; `*`: p < 0.05.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
+def _p_value(p: float) -> str:
+    return ("<0.001" if p < 0.001 else f"{p:.2g}") + ("*" if p < 0.05 else "")
+
+
 #: name -> renderer(project root) -> markdown (ending in a newline). The sections drawn from the
 #: committed results' leaderboard (``leaderboard-*``, ``grid-attacks``) are registered by
 #: ``benchmark.leaderboard`` when it is imported (``bench docs`` imports it).
@@ -224,6 +262,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "teachers-mrpd": teachers_mrpd,
     "teachers-before-after-mrpd": teachers_before_after_mrpd,
     "training-mrpd": training_mrpd,
+    "paired-mrpd": paired_mrpd,
 }
 
 

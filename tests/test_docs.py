@@ -137,6 +137,29 @@ def test_the_training_section_shows_each_epoch_and_marks_the_kept_one(tmp_path):
     assert "| 1 | 50.0 | 10.0 | **50.0** | **10.0** |" in text and "| 2 | **60.0** | **20.0** | 60.0 | 20.0 |" in text
 
 
+def test_the_paired_section_compares_mrpd_its_control_and_none_on_the_same_clouds(tmp_path):
+    from benchmark.store import encode_outcomes
+
+    def rows(defense, clean, attacked):
+        base = {"protocol": "transfer", "defense": defense, "status": "ok"}
+        return [{**base, "attack": "clean", "attack_role": "", "outcomes": encode_outcomes(clean)},
+                {**base, "attack": "cw", "attack_role": "strong", "outcomes": encode_outcomes(attacked)}]
+
+    import pandas as pd
+
+    n = 40
+    frame = pd.DataFrame(rows("none", [True] * n, [False] * n) + rows("mrpd", [True] * n, [True] * 30 + [False] * 10)
+                         + rows("prompt-at", [True] * n, [True] * 29 + [False] * 11))
+    (tmp_path / "results").mkdir()
+    frame.to_csv(tmp_path / "results" / "synthshapes.csv", index=False)
+    (tmp_path / "README.md").write_text("<!-- begin generated: paired-mrpd -->\n<!-- end generated: paired-mrpd -->\n")
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| transfer | `mrpd` vs `none` | 40 | +75.0 | <0.001* | +75.0 | <0.001* |" in text
+    assert "| transfer | `mrpd` vs `prompt-at` | 40 | +2.5 | 1 | +2.5 | 1 |" in text
+    assert "adaptive" not in text.split("|---|")[-1]  # no adaptive rows in this grid
+
+
 def test_sections_are_registered_once_and_unknown_names_say_where_they_come_from(tmp_path):
     assert {"attack-presets", "ablation-mrpd", "leaderboard-headline", "grid-attacks"} <= set(GENERATORS)
     with pytest.raises(ValueError, match="already registered"):
