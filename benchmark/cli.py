@@ -76,6 +76,13 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="import this module first (it may register models, defenses, ...); repeatable")
 
 
+def _add_threads_option(p: argparse.ArgumentParser, default: Any = None) -> None:
+    # read by the launcher (benchmark/__main__.py) before the command runs; declared here for --help
+    p.add_argument("--threads", type=int, default=default, metavar="N",
+                   help="intra-op CPU threads (default: OMP_NUM_THREADS, else the CPUs this process may use "
+                   "minus those other processes keep busy; `bench info` shows the choice)")
+
+
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
     """Resolve profile < --config < --set < flags for ``run`` and ``train``."""
     flags = {
@@ -109,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pcrb {package_versions()['pcrb']}")
+    _add_threads_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -291,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "adversarial-parts); repeatable")
     p_cache.add_argument("--cache-dir", default=None, metavar="DIR", help="the cache (default: $PCRB_CACHE_DIR or "
                          "the user cache dir)")
+    for command in sub.choices.values():  # `bench run --threads 2` as well as `bench --threads 2 run`
+        _add_threads_option(command, default=argparse.SUPPRESS)
     return parser
 
 
@@ -341,7 +351,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     table.add_column("value")
     for name, version in package_versions().items():
         table.add_row(name, torch.__version__ if name == "torch" else version)
-    table.add_row("cpu threads", str(torch.get_num_threads()))
+    from benchmark.env import choose_threads, thread_choice
+
+    chosen = thread_choice()
+    if chosen is None:  # called as a library (tests): say what the launcher would choose now
+        chosen = choose_threads()
+        table.add_row("cpu threads", f"{torch.get_num_threads()} now; `bench` would use {chosen.threads} "
+                      f"({chosen.reason})")
+    else:
+        table.add_row("cpu threads", f"{torch.get_num_threads()} ({chosen.reason})")
     if torch.cuda.is_available():
         names = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
         table.add_row("cuda", f"{torch.version.cuda}; {names}")

@@ -537,19 +537,15 @@ class Runner:
     def _progress(self, total: int) -> Any:
         from contextlib import contextmanager
 
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from benchmark.progress import progress_report
 
         @contextmanager
         def display() -> Iterator[Callable[..., None]]:
-            columns = [TextColumn("[bold]cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}")]
-            with Progress(*columns, console=self.console, disable=not self.progress, transient=False) as bar:
-                task = bar.add_task("", total=total)
+            with progress_report(total, "cells", self.console, enabled=self.progress, transient=False) as update:
 
                 def advance(cell: Cell, step: int | None, info: str = "") -> None:
                     what = f"{cell.protocol} · {cell.attack} → {cell.defense}" + (f" ({info})" if info else "")
-                    bar.update(task, advance=step or 0, description=what)
+                    update(step or 0, what)
 
                 yield advance
 

@@ -110,6 +110,14 @@ def test_info_reports_torch_the_tuned_allocator_and_the_cache_dir(bench):
     assert str(bench.cache) in proc.stdout
 
 
+def test_info_shows_the_thread_count_the_launcher_chose_and_why(bench):
+    proc = bench("info", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"cpu threads\s+.*1 \(--threads\)", proc.stdout), proc.stdout
+    bad = bench("run", "--threads", "0", "--print-config")
+    assert bad.returncode == 2 and "--threads must be >= 1" in bad.stderr
+
+
 # -------------------------------------------------------------------------------------- run
 
 
