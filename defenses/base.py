@@ -150,13 +150,15 @@ class DefenseContext:
         train: Callable[[], dict[str, Any]],
         *,
         force: bool = False,
+        uses_victim: bool = True,
     ) -> tuple[dict[str, Any], bool]:
         """Load ``module``'s trained state from the cache, or run ``train()`` and store it.
 
         The key hashes ``spec`` (the defense's parameters and training settings) with the
-        victim's weights hash, the training data fingerprint, the seed and the module's
-        parameter names and shapes. ``train()`` trains ``module`` in place and returns its
-        metadata (scores, epochs). A corrupt entry is reported once and retrained.
+        victim's weights hash (unless ``uses_victim`` is False: a part trained on clouds alone,
+        such as an upsampler, is reused across victims), the training data fingerprint, the seed
+        and the module's parameter names and shapes. ``train()`` trains ``module`` in place and
+        returns its metadata (scores, epochs). A corrupt entry is reported once and retrained.
 
         Returns:
             ``(meta, cached)``: the metadata and whether the state came from the cache.
@@ -166,7 +168,7 @@ class DefenseContext:
         key = {
             "defense": name,
             "spec": dict(spec),
-            "victim": self.victim_hash,
+            "victim": self.victim_hash if uses_victim else None,
             "dataset": self.train.fingerprint,
             "seed": self.seed,
             "arch": config_hash([(k, list(v.shape)) for k, v in module.state_dict().items()]),

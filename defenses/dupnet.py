@@ -290,7 +290,8 @@ class DUPNet(PreprocessDefense):
             spec = {**self.params(), "training": dataclasses.asdict(cfg)}
             spec.pop("pretrained")
             spec.pop("output_points")  # inference only: the trained PU-Net does not depend on it
-            meta, cached = ctx.cached_training("dup-net", model, spec, lambda: self._train(model, ctx, cfg))
+            meta, cached = ctx.cached_training("dup-net", model, spec, lambda: self._train(model, ctx, cfg),
+                                               uses_victim=False)  # PU-Net learns from clouds alone
             self.meta = {"source": "trained", **meta, "cached": cached}
             ctx.log(f"dup-net: PU-Net {'from the cache' if cached else 'trained'} "
                     f"(Chamfer+repulsion loss {meta.get('loss_before', float('nan')):.4f} -> "

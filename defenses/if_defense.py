@@ -384,7 +384,8 @@ class IFDefense(PreprocessDefense):
             cfg = ctx.train_config("if-defense")
             spec = {k: v for k, v in self.params().items() if k not in self._INFERENCE_ONLY}
             spec["training"] = dataclasses.asdict(cfg)
-            meta, cached = ctx.cached_training("if-defense", model, spec, lambda: self._train(model, ctx, cfg))
+            meta, cached = ctx.cached_training("if-defense", model, spec, lambda: self._train(model, ctx, cfg),
+                                               uses_victim=False)  # occupancy from shapes alone
             self.meta = {"source": "trained", **meta, "cached": cached, "parameters": params}
             ctx.log(f"if-defense: occupancy network {'from the cache' if cached else 'trained'} "
                     f"(IoU {meta.get('iou', float('nan')):.3f} on {meta.get('iou_clouds', 0)} held-out shapes; "

@@ -314,6 +314,23 @@ def test_cached_training_stores_and_reloads(tmp_path):
     assert len(calls) == 2
 
 
+def test_a_part_trained_without_the_victim_is_reused_across_victims(tmp_path):
+    data = load_dataset("synthshapes", "train", num_points=64, options={"train_size": 33, "classes": ["chair", "cup", "lamp"]})
+    calls = []
+
+    def train():
+        calls.append(1)
+        return {"score": 1.0}
+
+    for victim_hash in ("victim-a", "victim-b"):
+        ctx = ctx_for(nn.Identity(), data, cache_dir=tmp_path, log=lambda m: None, victim_hash=victim_hash)
+        ctx.cached_training("part", nn.Linear(3, 2), {"a": 1}, train, uses_victim=False)
+    assert len(calls) == 1  # the second victim loads the first one's entry
+    ctx = ctx_for(nn.Identity(), data, cache_dir=tmp_path, log=lambda m: None, victim_hash="victim-c")
+    assert not ctx.cached_training("part", nn.Linear(3, 2), {"a": 1}, train)[1]  # by default the victim counts
+    assert len(calls) == 2
+
+
 # --------------------------------------------------------------------------- accuracy on trained victim
 
 
