@@ -89,7 +89,7 @@ def evaluate(
 
     import yaml
 
-    from benchmark.cli import populate_registries
+    from benchmark.registry import populate_registries
     from benchmark.config import resolve_config
     from benchmark.runner import Runner
 

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "FEATURE_CACHE_STATS",
     "state_dict_sha256",
     "CorruptCacheError",
     "atomic_write",
@@ -271,10 +270,6 @@ def cached_arrays(
 
 # --------------------------------------------------------------------------- teacher features
 
-#: Hits and misses of :func:`cached_features` in this process (tests and diagnostics read it).
-FEATURE_CACHE_STATS: dict[str, int] = {"hits": 0, "misses": 0}
-
-
 def cached_features(
     cache_dir: str | os.PathLike[str] | None,
     name: str,
@@ -296,19 +291,16 @@ def cached_features(
     from benchmark.config import config_hash
 
     if cache_dir is None:
-        FEATURE_CACHE_STATS["misses"] += 1
         return np.asarray(compute()), False
     path = entry_path(cache_dir, "features", f"{name}-{config_hash(dict(key))}", ".npy")
     try:
         verify_entry(path)
         features = np.load(path, mmap_mode="r", allow_pickle=False)
-        FEATURE_CACHE_STATS["hits"] += 1
         return features, True
     except FileNotFoundError:
         pass
     except (CorruptCacheError, ValueError, OSError) as err:
         warnings.warn(f"{err}; recomputing it", RuntimeWarning, stacklevel=2)
-    FEATURE_CACHE_STATS["misses"] += 1
     features = np.ascontiguousarray(np.asarray(compute()))
 
     def write(tmp: Path) -> None:

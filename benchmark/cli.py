@@ -2,14 +2,14 @@
 
 A thin layer: it parses options, resolves the run configuration (profile < --config <
 --set < flags) and hands over to the library. Errors the user can fix are printed as one
-line naming the fix (exit status 2); a part of the benchmark not yet built says so
-(exit status 3).
+line naming the fix (exit status 2); an interrupted run keeps its finished work (130).
+Registries are filled by ``benchmark.registry.populate_registries`` (the library calls the
+same function: nothing imports this module but the launcher).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,34 +23,12 @@ from benchmark.registry import (
     PluginError,
     Registry,
     UnknownNameError,
-    load_plugins,
+    populate_registries,
 )
 
-#: The packages whose import fills each registry.
-REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.data", "attacks": "attacks", "defenses": "defenses"}
-
-#: Names the design promises that later versions add; asking for one says "not yet available".
-PLANNED: dict[str, tuple[str, ...]] = {
-    "models": (),
-    "attacks": (),
-    "defenses": (),
-}
-
 EXIT_USAGE = 2
-EXIT_NOT_AVAILABLE = 3
 
 USER_ERRORS = (ConfigError, UnknownNameError, DuplicateNameError, PluginError, FileNotFoundError, DeviceError)
-
-
-class NotYetAvailable(RuntimeError):
-    """A part of the benchmark this version does not have yet."""
-
-
-def populate_registries(plugins: Sequence[str] = ()) -> None:
-    """Import our packages (registering their entries), then the user's plug-ins."""
-    for package in REGISTRY_PACKAGES.values():
-        importlib.import_module(package)
-    load_plugins(plugins)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,9 +309,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_row(entry.name, entry.description, _format_defaults(dict(entry.defaults), skip))
     console = Console(width=max(120, Console().width))
     console.print(table)
-    if not len(registry):
-        planned = ", ".join(PLANNED.get(args.kind, ())) or "-"
-        console.print(f"No {args.kind} registered yet in this version; planned: {planned}.")
     return 0
 
 
@@ -375,24 +350,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_names(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
-    """Validate every name in the config: ``(selected names per registry, planned-but-missing parts)``.
+def _check_names(cfg: RunConfig) -> dict[str, list[str]]:
+    """Validate every name in the config: the selected names per registry.
 
     Unknown names and parameters raise (with close matches).
     """
     from benchmark.registry import ATTACKS, DATASETS, DEFENSES, MODELS
 
-    missing: list[str] = []
-
     def resolve(registry: Registry, spec: list[str]) -> list[str]:
         names: list[str] = []
         for name in spec:
-            if name == "all" or name in registry:
-                names.extend(registry.resolve(name))
-            elif name in PLANNED.get(registry.plural, ()):
-                missing.append(f"{registry.kind} '{name}'")
-            else:
-                raise UnknownNameError(registry.unknown_message(name, PLANNED.get(registry.plural, ())))
+            if name != "all" and name not in registry:
+                raise UnknownNameError(registry.unknown_message(name))
+            names.extend(registry.resolve(name))
         return names
 
     DATASETS.get(cfg.dataset.name)
@@ -403,14 +373,8 @@ def _check_names(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
     }
     for section, registry in (("attacks", ATTACKS), ("defenses", DEFENSES), ("models", MODELS),
                               ("datasets", DATASETS)):
-        params = {k: v for k, v in getattr(cfg, section).items()
-                  if k in registry or k not in PLANNED.get(registry.plural, ())}
-        check_params(section, params, registry)
-    if not selected["attacks"] and "all" in cfg.attack and not missing:
-        missing.append("any attack (none registered)")
-    if not selected["defenses"] and "all" in cfg.defense and not missing:
-        missing.append("any defense (none registered)")
-    return selected, list(dict.fromkeys(missing))
+        check_params(section, getattr(cfg, section), registry)
+    return selected
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -430,12 +394,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.device)
     console.print(f"[bold]bench run[/] profile={cfg.profile} dataset={cfg.dataset.name} device={device} "
                   f"config={cfg.hash()}")
-    _, missing = _check_names(cfg)
-    if missing:
-        raise NotYetAvailable(
-            f"{', '.join(missing)} not yet available in this version of PCRB (planned: see the README's "
-            "roadmap). `bench list attacks|defenses|models` shows what exists."
-        )
+    _check_names(cfg)
     import torch
 
     from benchmark.runner import Runner
@@ -503,9 +462,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         return 0
     out = ablation_dir(cfg.out_dir, name)
     cfg = dataclasses.replace(cfg, out_dir=str(out))
-    _, missing = _check_names(cfg)
-    if missing:
-        raise NotYetAvailable(f"{', '.join(missing)} not yet available in this version of PCRB")
+    _check_names(cfg)
     import torch
 
     from benchmark.runner import Runner
@@ -895,16 +852,13 @@ COMMANDS = {"ablate": cmd_ablate, "attack": cmd_attack, "cache": cmd_cache, "doc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error, 3 not yet available)."""
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
     from benchmark.data import DatasetError
 
     try:
         return COMMANDS[args.command](args)
-    except NotYetAvailable as err:
-        print(f"bench {args.command}: {err}", file=sys.stderr)
-        return EXIT_NOT_AVAILABLE
     except (*USER_ERRORS, DatasetError) as err:
         print(f"bench {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

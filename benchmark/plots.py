@@ -347,7 +347,7 @@ def plot_examples(results_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     from attacks.crafting import crafting_key, entry_for
     from attacks.factory import attack_spec
     from benchmark.cache import CorruptCacheError, load_arrays, resolve_cache_dir
-    from benchmark.cli import populate_registries
+    from benchmark.registry import populate_registries
     from benchmark.data import load_dataset
 
     populate_registries()

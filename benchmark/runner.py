@@ -23,8 +23,6 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import time
 import traceback
@@ -124,14 +122,6 @@ def attack_role(name: str) -> str:
 def _batch_seed(seed: int, *parts: Any) -> int:
     digest = hashlib.blake2b(json.dumps([seed, *parts]).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def _fault_point(rows_written: int) -> None:
-    """Fault injection for the reliability tests: ``PCRB_FAULT_AFTER_CELLS=k`` kills the process
-    (SIGKILL, no cleanup) right after the k-th cell of the run is written."""
-    limit = os.environ.get("PCRB_FAULT_AFTER_CELLS")
-    if limit and rows_written >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _GivenModel(ModelDefense):
@@ -481,7 +471,6 @@ class Runner:
             self._fail(cell, key, cell_hash, prepared, err)
             return
         self._write(cell, row)
-        _fault_point(len(self.rows))
 
     def _write(self, cell: Cell, row: dict[str, Any]) -> None:
         self.replaced += [(old, str(row.get("cell_hash", ""))) for old in self.store.write([row])]

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from benchmark.cli import populate_registries
+    from benchmark.registry import populate_registries
     from benchmark.config import resolve_config
     from benchmark.env import allocator_status
     from benchmark.registry import DEFENSES

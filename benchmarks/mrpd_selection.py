@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from benchmark.cli import populate_registries
+    from benchmark.registry import populate_registries
     from benchmark.config import resolve_config
     from benchmark.runner import Runner
     from benchmark.training import split_indices

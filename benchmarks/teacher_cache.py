@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from benchmark.cli import populate_registries
+    from benchmark.registry import populate_registries
     from benchmark.config import resolve_config
     from benchmark.projection import DepthProjector
     from benchmark.runner import Runner
