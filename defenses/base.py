@@ -45,8 +45,9 @@ from attacks.base import MAX_ABS_COORDINATE
 from benchmark.cache import CorruptCacheError, entry_path, load_weights, read_sidecar, save_weights
 from benchmark.config import TrainConfig, config_hash
 from benchmark.data import PointCloudDataset
-from benchmark.geometry import nearest_neighbor
 from benchmark.params import check_fields
+
+from .gradients import ExpectationOverTransformation, StraightThroughView, straight_through
 
 __all__ = [
     "KINDS",
@@ -284,18 +285,16 @@ class PreprocessedModel(DefendedModel):
         self.aligned = bool(aligned)
         self.generator = torch.Generator()
         self.reseed(seed)
-        self._straight_through = False
 
     def reseed(self, seed: int) -> None:
         self.generator.manual_seed(int(seed))
 
-    def defend(self, points: Tensor) -> Tensor:
-        """The preprocessed clouds ``[B, N', 3]``."""
+    def defend(self, points: Tensor, *, bpda: bool = False) -> Tensor:
+        """The preprocessed clouds ``[B, N', 3]``; ``bpda``: differentiated as the identity
+        (:func:`~defenses.gradients.straight_through`) instead of through the preprocessing."""
         points = self.checked(points)
         out = self.preprocess(points, self.generator)
-        if self._straight_through:
-            out = straight_through(points, out, aligned=self.aligned)
-        return out
+        return straight_through(points, out, aligned=self.aligned) if bpda else out
 
     def forward(self, points: Tensor) -> Tensor:
         return self.classifier(self.defend(points))
@@ -303,85 +302,10 @@ class PreprocessedModel(DefendedModel):
     def attackable(self, eot: int = 1) -> nn.Module:
         model: nn.Module = self
         if self.gradient == "bpda":
-            model = _StraightThroughView(self)
+            model = StraightThroughView(self)
         if self.randomized and eot > 1:
             model = ExpectationOverTransformation(model, eot)
         return model
-
-
-class _StraightThroughView(nn.Module):
-    """The same defended model, differentiated with BPDA (shares parameters and random stream)."""
-
-    def __init__(self, defended: PreprocessedModel) -> None:
-        super().__init__()
-        self.defended = defended
-        self.class_names = defended.class_names
-
-    def forward(self, points: Tensor) -> Tensor:
-        self.defended._straight_through = True
-        try:
-            return self.defended(points)
-        finally:
-            self.defended._straight_through = False
-
-
-class ExpectationOverTransformation(nn.Module):
-    """Mean logits over ``draws`` forwards of a randomised model (EOT, Athalye et al. 2018):
-    its gradient is the average of the draws' gradients."""
-
-    def __init__(self, model: nn.Module, draws: int) -> None:
-        super().__init__()
-        if draws < 1:
-            raise ValueError(f"EOT needs at least one draw; got {draws}")
-        self.model = model
-        self.draws = int(draws)
-        self.class_names = getattr(model, "class_names", ())
-
-    def forward(self, points: Tensor) -> Tensor:
-        return torch.stack([self.model(points) for _ in range(self.draws)]).mean(0)
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the defended cloud. Backward: the identity, mapped through nearest points."""
-
-    @staticmethod
-    def forward(ctx: Any, points: Tensor, defended: Tensor, aligned: bool) -> Tensor:
-        if aligned:
-            if defended.shape != points.shape:
-                raise ValueError(f"straight_through(aligned=True) needs the output shape of the input "
-                                 f"{tuple(points.shape)}; got {tuple(defended.shape)}")
-            ctx.index = None
-        else:  # each output point's gradient goes to its nearest input point
-            _, index = nearest_neighbor(defended.detach(), points.detach())
-            ctx.index = index
-        ctx.num_points = points.shape[1]
-        return defended.detach().clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        if ctx.index is None:
-            return grad, None, None
-        out = grad.new_zeros(grad.shape[0], ctx.num_points, 3)
-        out.scatter_add_(1, ctx.index.unsqueeze(-1).expand(-1, -1, 3), grad)
-        return out, None, None
-
-
-def straight_through(points: Tensor, defended: Tensor, aligned: bool = False) -> Tensor:
-    """BPDA: a tensor equal to ``defended`` whose gradient w.r.t. ``points`` is the identity.
-
-    Args:
-        points: ``[B, N, 3]`` the defense's input.
-        defended: ``[B, M, 3]`` the defense's output (``M`` may differ from ``N``).
-        aligned: output point ``i`` is input point ``i`` moved (same shape, same order, e.g.
-            jitter): the gradient passes through unchanged. Otherwise (the default: SOR
-            moves the kept points to the front, DUP-Net and IF-Defense resample) each output
-            point's gradient is added to its nearest input point, which is the identity on the
-            points the defense kept or moved a little.
-
-    Returns:
-        ``[B, M, 3]`` equal to ``defended``.
-    """
-    return _StraightThrough.apply(points, defended, bool(aligned))
 
 
 # --------------------------------------------------------------------------- defenses

@@ -63,7 +63,7 @@ prediction (= the occupied fraction of the cube).
 Adaptive protocol (``adaptive``):
 
 - ``"bpda"`` (default): the restoration is differentiated as the identity, each output
-  point's gradient going to its nearest input point (``defenses.base.straight_through``:
+  point's gradient going to its nearest input point (``defenses.gradients.straight_through``:
   output point ``i`` is not input point ``i``, even when both clouds have 1,024 points).
 - ``"unroll"``: the forward value is the full restoration, and the gradient is that of the
   first ``unroll_steps`` (5) Adam steps, differentiated exactly (``create_graph``) through

@@ -359,3 +359,36 @@ def test_defenses_keep_clean_accuracy(trained_victim, name, params):
     model = build_defense(name, **params)(ctx_for(victim, train))
     acc = evaluate_accuracy(model, test)
     assert acc >= base - 0.08, f"{name}: {acc:.3f} vs bare {base:.3f}"
+
+
+def test_bpda_views_are_reentrant_beside_plain_forwards():
+    """A BPDA view switches nothing on the shared defense: a plain forward running at the same
+    time (another thread, here held inside the preprocessing together with the view's) still
+    differentiates through the preprocessing."""
+    import threading
+
+    from defenses.base import PreprocessedModel
+
+    inside = threading.Barrier(2, timeout=10)
+
+    def double(points, generator):
+        inside.wait()  # both forwards are inside the preprocessing at once
+        return points * 2
+
+    defended = PreprocessedModel(nn.Identity(), double, gradient="bpda", aligned=True)
+    view = defended.attackable()
+    grads = {}
+
+    def gradient(name, model):
+        x = torch.ones(1, 4, 3, requires_grad=True)
+        model(x).sum().backward()
+        grads[name] = x.grad
+
+    threads = [threading.Thread(target=gradient, args=("bpda", view)),
+               threading.Thread(target=gradient, args=("plain", defended))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert torch.equal(grads["plain"], torch.full((1, 4, 3), 2.0))  # through the preprocessing
+    assert torch.equal(grads["bpda"], torch.ones(1, 4, 3))  # straight through
