@@ -33,6 +33,7 @@ __all__ = [
     "cache_entries",
     "cached_arrays",
     "cached_features",
+    "cached_training",
     "clear_cache",
     "default_cache_dir",
     "entry_path",
@@ -244,6 +245,43 @@ def load_weights(path: str | os.PathLike[str], *, verify: bool = True) -> tuple[
         return load_file(str(path)), dict(record.get("meta", {}))
     except Exception as err:  # noqa: BLE001
         raise CorruptCacheError(f"weights {path} cannot be decoded: {err}") from err
+
+
+def cached_training(
+    path: str | os.PathLike[str],
+    module: Any,
+    train: Callable[[], Mapping[str, Any]],
+    *,
+    force: bool = False,
+    what: str = "",
+) -> tuple[dict[str, Any], bool, str]:
+    """``module``'s trained state from the weights entry at ``path``, or ``train()`` it and store it.
+
+    ``module`` is an ``nn.Module``; ``train()`` trains it in place and returns its metadata
+    (scores, epochs; ``seconds`` is added when absent). A corrupt or unloadable entry is
+    reported with one warning (naming ``what``) and retrained; ``force`` retrains anyway.
+    What the zoo and every defense that trains something use.
+
+    Returns:
+        ``(meta, cached, sha256)``: the metadata, whether the state came from the cache, and
+        the weights file's sha256 (what result rows trace).
+    """
+    path = Path(path)
+    if not force:
+        try:
+            state, meta = load_weights(path)
+            module.load_state_dict(state)
+            return meta, True, str(read_sidecar(path)["sha256"])
+        except FileNotFoundError:
+            pass
+        except (CorruptCacheError, RuntimeError) as err:
+            warnings.warn(f"{what or path.name}: cached weights unusable ({err}); retraining", RuntimeWarning,
+                          stacklevel=2)
+    start = time.perf_counter()
+    meta = dict(train())
+    meta.setdefault("seconds", round(time.perf_counter() - start, 1))
+    save_weights(path, module.state_dict(), meta)
+    return meta, False, str(read_sidecar(path)["sha256"])
 
 
 def cached_arrays(

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import MAX_ABS_COORDINATE
-from benchmark.cache import CorruptCacheError, entry_path, load_weights, read_sidecar, save_weights
+from benchmark.cache import cached_training, entry_path
 from benchmark.config import TrainConfig, config_hash
 from benchmark.data import PointCloudDataset
 from benchmark.params import check_fields
@@ -175,22 +174,10 @@ class DefenseContext:
             "arch": config_hash([(k, list(v.shape)) for k, v in module.state_dict().items()]),
         }
         path = entry_path(self.cache_dir, "defenses", f"{name}-{config_hash(key)}", ".safetensors")
-        if not force:
-            try:
-                state, meta = load_weights(path)
-                module.load_state_dict(state)
-                read_sidecar(path)
-                self.log(f"{name}: loaded cached training")
-                return meta, True
-            except FileNotFoundError:
-                pass
-            except (CorruptCacheError, RuntimeError) as err:
-                warnings.warn(f"{name}: cached state unusable ({err}); retraining", RuntimeWarning, stacklevel=2)
-        start = time.perf_counter()
-        meta = dict(train())
-        meta.setdefault("seconds", round(time.perf_counter() - start, 1))
-        save_weights(path, module.state_dict(), meta)
-        return meta, False
+        meta, cached, _ = cached_training(path, module, train, force=force, what=name)
+        if cached:
+            self.log(f"{name}: loaded cached training")
+        return meta, cached
 
 
 # --------------------------------------------------------------------------- defended models
