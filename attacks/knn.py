@@ -25,8 +25,8 @@ from attacks.bookkeeping import ClosestSuccess
 from attacks.constraints import clip_per_point, project_to_surface
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
-from benchmark.geometry import ReferenceNeighbours, chamfer_distance, estimate_normals, knn
-from benchmark.params import choice, count, nonnegative, param, positive
+from benchmark.core.geometry import ReferenceNeighbours, chamfer_distance, estimate_normals, knn
+from benchmark.core.params import choice, count, nonnegative, param, positive
 
 __all__ = ["KNN", "knn_smoothness"]
 

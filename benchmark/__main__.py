@@ -3,7 +3,7 @@
 The allocator tunables must be in the environment before the interpreter starts, so the
 launcher re-executes itself once with them (guarded by ``PCRB_ALLOCATOR_TUNED``), the way
 PyTorch's ``torch.backends.xeon.run_cpu`` launcher does. ``PCRB_NO_TUNE=1`` opts out.
-It then sets the intra-op thread count (``benchmark.env.choose_threads``): the process's
+It then sets the intra-op thread count (``benchmark.core.env.choose_threads``): the process's
 own choice, never a library import's, so tests and notebooks keep theirs.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def requested_threads(args: list[str]) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
-    from benchmark.env import apply_thread_choice, reexec_tuned
+    from benchmark.core.env import apply_thread_choice, reexec_tuned
 
     args = sys.argv[1:] if argv is None else list(argv)
     if argv is None:

@@ -3,7 +3,7 @@
 A thin layer: it parses options, resolves the run configuration (profile < --config <
 --set < flags) and hands over to the library. Errors the user can fix are printed as one
 line naming the fix (exit status 2); an interrupted run keeps its finished work (130).
-Registries are filled by ``benchmark.registry.populate_registries`` (the library calls the
+Registries are filled by ``benchmark.core.registry.populate_registries`` (the library calls the
 same function: nothing imports this module but the launcher).
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmark.env import DeviceError
-from benchmark.config import ConfigError, RunConfig, available_profiles, check_params, resolve_config
-from benchmark.registry import (
+from benchmark.core.env import DeviceError
+from benchmark.core.config import ConfigError, RunConfig, available_profiles, check_params, resolve_config
+from benchmark.core.registry import (
     REGISTRIES,
     DuplicateNameError,
     PluginError,
@@ -78,7 +78,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from benchmark.env import package_versions
+    from benchmark.core.env import package_versions
 
     parser = argparse.ArgumentParser(
         prog="bench",
@@ -317,8 +317,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.cache import default_cache_dir
-    from benchmark.env import allocator_status, package_versions
+    from benchmark.core.cache import default_cache_dir
+    from benchmark.core.env import allocator_status, package_versions
 
     populate_registries()
     table = Table(title="PCRB environment", show_header=False, title_justify="left")
@@ -326,7 +326,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     table.add_column("value")
     for name, version in package_versions().items():
         table.add_row(name, torch.__version__ if name == "torch" else version)
-    from benchmark.env import choose_threads, thread_choice
+    from benchmark.core.env import choose_threads, thread_choice
 
     chosen = thread_choice()
     if chosen is None:  # called as a library (tests): say what the launcher would choose now
@@ -355,7 +355,7 @@ def _check_names(cfg: RunConfig) -> dict[str, list[str]]:
 
     Unknown names and parameters raise (with close matches).
     """
-    from benchmark.registry import ATTACKS, DATASETS, DEFENSES, MODELS
+    from benchmark.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
 
     def resolve(registry: Registry, spec: list[str]) -> list[str]:
         names: list[str] = []
@@ -389,7 +389,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     populate_registries(cfg.plugins)
-    from benchmark.env import resolve_device
+    from benchmark.core.env import resolve_device
 
     device = resolve_device(cfg.device)
     console.print(f"[bold]bench run[/] profile={cfg.profile} dataset={cfg.dataset.name} device={device} "
@@ -436,7 +436,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         mechanism_markdown,
         variants_of,
     )
-    from benchmark.registry import DEFENSES
+    from benchmark.core.registry import DEFENSES
 
     args.defense_name = args.defense
     args.defense = "none"
@@ -709,8 +709,8 @@ def _print_sanity(rows: Any, console: Any) -> None:
 
 def _prepare_data(cfg: RunConfig, console: Any) -> dict[str, Any]:
     """Load (generate or read, then cache) both splits of the configured dataset and summarise them."""
-    from benchmark.cache import resolve_cache_dir
-    from benchmark.data import load_run_split
+    from benchmark.core.cache import resolve_cache_dir
+    from benchmark.core.data import load_run_split
 
     cache_dir = resolve_cache_dir(cfg.cache_dir)
     splits = {}
@@ -728,8 +728,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.env import resolve_device
-    from benchmark.registry import MODELS
+    from benchmark.core.env import resolve_device
+    from benchmark.core.registry import MODELS
 
     cfg = _config_from_args(args)
     populate_registries(cfg.plugins)
@@ -758,8 +758,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _zoo(cfg: RunConfig, data: dict[str, Any], device: Any, console: Any, force: bool = False) -> Any:
-    from benchmark.cache import resolve_cache_dir
-    from benchmark.data import load_run_split
+    from benchmark.core.cache import resolve_cache_dir
+    from benchmark.core.data import load_run_split
     from models.zoo import Zoo, ZooContext
 
     cache_dir = resolve_cache_dir(cfg.cache_dir)
@@ -776,9 +776,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
     from attacks.crafting import craft, crafting_key
     from attacks.factory import attack_spec, build_attack
-    from benchmark.cache import resolve_cache_dir
-    from benchmark.env import resolve_device
-    from benchmark.registry import ATTACKS, MODELS
+    from benchmark.core.cache import resolve_cache_dir
+    from benchmark.core.env import resolve_device
+    from benchmark.core.registry import ATTACKS, MODELS
 
     cfg = _config_from_args(args)
     populate_registries(cfg.plugins)
@@ -827,7 +827,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.cache import cache_entries, clear_cache, resolve_cache_dir
+    from benchmark.core.cache import cache_entries, clear_cache, resolve_cache_dir
 
     root = resolve_cache_dir(args.cache_dir)
     if args.action == "clear":
@@ -855,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
-    from benchmark.data import DatasetError
+    from benchmark.core.data import DatasetError
 
     try:
         return COMMANDS[args.command](args)

@@ -39,11 +39,11 @@ from torch import Tensor, nn
 
 from attacks.crafting import CraftedSet, craft, crafting_key
 from attacks.factory import attack_spec, build_attack
-from benchmark.cache import resolve_cache_dir, state_dict_sha256
-from benchmark.config import RunConfig, config_hash, resolve_config, to_jsonable
-from benchmark.data import PointCloudDataset, load_run_split
-from benchmark.env import package_versions, resolve_device
-from benchmark.registry import ATTACKS, DEFENSES
+from benchmark.core.cache import resolve_cache_dir, state_dict_sha256
+from benchmark.core.config import RunConfig, config_hash, resolve_config, to_jsonable
+from benchmark.core.data import PointCloudDataset, load_run_split
+from benchmark.core.env import package_versions, resolve_device
+from benchmark.core.registry import ATTACKS, DEFENSES
 from benchmark.store import CLEAN, ResultStore, encode_distances, encode_outcomes, wilson_interval
 from benchmark.variants import cell_variants
 from defenses import build_defense
@@ -526,7 +526,7 @@ class Runner:
     def _progress(self, total: int) -> Any:
         from contextlib import contextmanager
 
-        from benchmark.progress import progress_report
+        from benchmark.core.progress import progress_report
 
         @contextmanager
         def display() -> Iterator[Callable[..., None]]:

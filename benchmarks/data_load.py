@@ -39,7 +39,7 @@ def write_tree(folder: Path, files: int, lines: int) -> dict[str, int]:
     """The ``modelnet40_normal_resampled`` layout with ``files`` shapes; returns the split sizes."""
     import numpy as np
 
-    from benchmark.data.synthshapes import CLASSES, generate
+    from benchmark.core.data.synthshapes import CLASSES, generate
 
     # 40 class names: SynthShapes' 33 plus 7 more, whose files copy the first classes' samples
     names = list(CLASSES)[:40]
@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from benchmark.data import load_dataset
-    from benchmark.data.base import select_points
-    from benchmark.data.modelnet import TEXT_DIR, _parse_text
+    from benchmark.core.data import load_dataset
+    from benchmark.core.data.base import select_points
+    from benchmark.core.data.modelnet import TEXT_DIR, _parse_text
 
     torch.set_num_threads(args.threads)
     folder = Path(args.root) / TEXT_DIR

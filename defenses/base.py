@@ -41,10 +41,10 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import MAX_ABS_COORDINATE
-from benchmark.cache import cached_training, entry_path
-from benchmark.config import TrainConfig, config_hash
-from benchmark.data import PointCloudDataset
-from benchmark.params import check_fields
+from benchmark.core.cache import cached_training, entry_path
+from benchmark.core.config import TrainConfig, config_hash
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.params import check_fields
 
 from .gradients import ExpectationOverTransformation, StraightThroughView, straight_through
 
@@ -89,7 +89,7 @@ def check_points(points: object, where: str = "defense") -> Tensor:
     if largest > MAX_ABS_COORDINATE:
         raise ValueError(
             f"{where}: points reach |coordinate| = {largest:.3g}, beyond {MAX_ABS_COORDINATE:.0e}; defenses expect "
-            "unit-sphere-scale clouds: normalise them, e.g. with benchmark.data.normalize_unit_sphere_np"
+            "unit-sphere-scale clouds: normalise them, e.g. with benchmark.core.data.normalize_unit_sphere_np"
         )
     return points
 
@@ -313,7 +313,7 @@ class Defense:
 
     def __post_init__(self) -> None:
         """Check every hyperparameter against the domain its field declares
-        (``benchmark.params``); subclasses with checks of their own call this first."""
+        (``benchmark.core.params``); subclasses with checks of their own call this first."""
         check_fields(self)
 
     def prepare(self, ctx: DefenseContext) -> nn.Module:
@@ -365,7 +365,7 @@ class ModelDefense(Defense):
 
 def _registered_name(defense: object) -> str:
     """The name ``defense`` was built under (``build_defense``), else its class's first entry."""
-    from benchmark.registry import DEFENSES
+    from benchmark.core.registry import DEFENSES
 
     if getattr(defense, "registry_name", None):
         return defense.registry_name

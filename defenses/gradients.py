@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from benchmark.geometry import nearest_neighbor
+from benchmark.core.geometry import nearest_neighbor
 
 __all__ = ["ExpectationOverTransformation", "StraightThroughView", "straight_through"]
 

@@ -85,9 +85,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.data import PointCloudDataset
-from benchmark.geometry import index_points, knn, knn_indices, normalize_unit_sphere
-from benchmark.params import choice, count, fraction, nonnegative, param, positive
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.geometry import index_points, knn, knn_indices, normalize_unit_sphere
+from benchmark.core.params import choice, count, fraction, nonnegative, param, positive
 from defenses import register_defense
 from defenses.base import DefenseContext, PreprocessDefense, PreprocessedModel
 from defenses.sor import sor_mask

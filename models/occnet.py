@@ -438,12 +438,12 @@ def train_occupancy(
 
     ``iou_clouds`` clouds are held out and the network's IoU is measured on them
     (:func:`occupancy_iou`); ``train_clouds`` caps the rest. ``cfg`` is the
-    ``benchmark.config.TrainConfig`` (``training.if-defense``); point augmentations are off (the
+    ``benchmark.core.config.TrainConfig`` (``training.if-defense``); point augmentations are off (the
     labels come from the unaugmented solids). The other arguments are :func:`occupancy_batch`'s.
     """
     import dataclasses
 
-    from benchmark.training import fit
+    from benchmark.core.training import fit
 
     inside = data.extras["shapes"].contains(data.points[:8], margin=-0.02, indices=np.arange(min(8, len(data))))
     if float(inside.mean()) < 0.9:  # the clouds must lie on the surfaces of their solids

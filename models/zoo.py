@@ -36,14 +36,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmark.cache import cached_training, entry_path, file_sha256
-from benchmark.config import TrainConfig, config_hash
-from benchmark.data import PointCloudDataset
-from benchmark.env import package_versions
-from benchmark.geometry import chamfer_distance
-from benchmark.projection import DepthProjector, ProjectionConfig
-from benchmark.registry import MODELS
-from benchmark.training import classification_step, evaluate_accuracy, fit, split_indices, split_validation
+from benchmark.core.cache import cached_training, entry_path, file_sha256
+from benchmark.core.config import TrainConfig, config_hash
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.env import package_versions
+from benchmark.core.geometry import chamfer_distance
+from benchmark.core.projection import DepthProjector, ProjectionConfig
+from benchmark.core.registry import MODELS
+from benchmark.core.training import classification_step, evaluate_accuracy, fit, split_indices, split_validation
 
 from .autoencoder import PointCloudAutoencoder
 from .clip import ClipTeacher, encode_text_classes

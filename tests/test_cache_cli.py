@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.cache import cache_entries, cached_features, clear_cache
+from benchmark.core.cache import cache_entries, cached_features, clear_cache
 from benchmark.cli import main
 
 

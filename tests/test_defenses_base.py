@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.data import load_dataset
-from benchmark.training import evaluate_accuracy
+from benchmark.core.data import load_dataset
+from benchmark.core.training import evaluate_accuracy
 from defenses import DEFENSES, DefenseContext, DefendedModel, PreprocessDefense, build_defense, register_defense
 from defenses.base import ExpectationOverTransformation, as_defended, check_points, inference_cost, straight_through
 from defenses.sor import resample_kept, sor_mask

@@ -1,4 +1,4 @@
-"""Specification of benchmark.env: the allocator tunables the launcher applies, and device resolution."""
+"""Specification of benchmark.core.env: the allocator tunables the launcher applies, and device resolution."""
 from __future__ import annotations
 
 import platform
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.__main__ import requested_threads
-from benchmark.env import (
+from benchmark.core.env import (
     GLIBC_MALLOC_TUNABLES,
     DeviceError,
     allocator_status,
@@ -162,7 +162,7 @@ def test_package_versions_name_python_pcrb_and_torch():
 
 
 def test_a_tuned_flag_of_zero_means_not_yet_tuned():
-    from benchmark.env import tuned_environment
+    from benchmark.core.env import tuned_environment
 
     env = tuned_environment({"PCRB_ALLOCATOR_TUNED": "0", "PATH": "/usr/bin"})
     if env is not None:  # None only off glibc Linux

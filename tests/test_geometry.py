@@ -1,4 +1,4 @@
-"""Specification of benchmark.geometry: every op against a brute-force loop reference."""
+"""Specification of benchmark.core.geometry: every op against a brute-force loop reference."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.geometry import (
+from benchmark.core.geometry import (
     chamfer_distance,
     estimate_normals,
     farthest_point_sample,
@@ -372,7 +372,7 @@ def test_estimate_normals_rejects_k_below_three():
 def test_reference_neighbours_answer_as_the_full_searches(move):
     """Candidate searches equal nearest_neighbor / knn (values and gradients), also where large
     moves send points to the full search."""
-    from benchmark.geometry import ReferenceNeighbours
+    from benchmark.core.geometry import ReferenceNeighbours
 
     g = torch.Generator().manual_seed(0)
     ref = torch.rand(3, 200, 3, generator=g) * 2 - 1

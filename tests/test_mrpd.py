@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.config import TrainConfig, to_jsonable
-from benchmark.data import load_dataset
+from benchmark.core.config import TrainConfig, to_jsonable
+from benchmark.core.data import load_dataset
 from defenses import DefenseContext, build_defense
 from defenses.mrpd.defense import MRPDPrompts
 from defenses.mrpd.losses import confidence_gate, gated_infonce, label_infonce, uncertainty_weighting
@@ -415,7 +415,7 @@ def test_prompt_at_is_mrpd_without_teachers_trained_with_mrpds_settings(setup, t
 
 @pytest.mark.parametrize("profile", ["default", "paper", "smoke"])
 def test_profiles_keep_prompt_at_matched_to_mrpd(profile):
-    from benchmark.config import resolve_config
+    from benchmark.core.config import resolve_config
 
     cfg = resolve_config(profile)
     mrpd = dict(cfg.defenses.get("mrpd") or {})

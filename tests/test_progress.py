@@ -1,11 +1,11 @@
-"""Progress of long work (``benchmark.progress``): on a non-terminal, lines with the share done and an ETA."""
+"""Progress of long work (``benchmark.core.progress``): on a non-terminal, lines with the share done and an ETA."""
 from __future__ import annotations
 
 import io
 
 from rich.console import Console
 
-from benchmark.progress import LineProgress, format_seconds, progress_report
+from benchmark.core.progress import LineProgress, format_seconds, progress_report
 
 
 def test_seconds_read_as_a_person_writes_them():

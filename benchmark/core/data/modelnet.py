@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.registry import DATASETS
+from benchmark.core.registry import DATASETS
 
 from .base import DatasetError, PointCloudDataset, normalize_unit_sphere_np, select_points
 from .hdf5 import read_h5_clouds
@@ -319,7 +319,7 @@ def _load_text(
     if cache_dir is None:
         arrays = compute()
     else:
-        from benchmark.cache import cached_arrays, entry_path
+        from benchmark.core.cache import cached_arrays, entry_path
 
         key = _cache_key(
             name, folder, split, list_file, names_file, num_points=num_points, sampling=sampling,

@@ -326,7 +326,7 @@ def cached_features(
     Returns:
         ``(features, hit)``.
     """
-    from benchmark.config import config_hash
+    from benchmark.core.config import config_hash
 
     if cache_dir is None:
         return np.asarray(compute()), False

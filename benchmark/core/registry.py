@@ -5,7 +5,7 @@ stays usable on its own. Each entry keeps its name, the object, its default
 parameters (dataclass fields or keyword defaults) and a one-line description
 (the docstring's first line, which ``bench list`` shows to users).
 
-    from benchmark.registry import ATTACKS
+    from benchmark.core.registry import ATTACKS
 
     @ATTACKS.register("pgd")
     @dataclass
@@ -326,7 +326,7 @@ REGISTRIES: dict[str, Registry] = {r.plural: r for r in (MODELS, DATASETS, ATTAC
 
 
 #: The packages whose import fills each registry (imported by name: this module stays on the ground floor).
-REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.data", "attacks": "attacks", "defenses": "defenses"}
+REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.core.data", "attacks": "attacks", "defenses": "defenses"}
 
 
 def populate_registries(plugins: Iterable[str] = ()) -> None:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmark.config import TrainConfig
-from benchmark.data import PointCloudDataset
-from benchmark.progress import progress_report
+from benchmark.core.config import TrainConfig
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.progress import progress_report
 
 __all__ = [
     "FitResult",
