@@ -7,10 +7,10 @@ the one factory every caller uses.
 Tags say what an attack is for: ``strong`` (meant to fool an undefended model on >= 90% of
 the clouds at its profile's settings; the leaderboard ranks defenses by the clouds that
 survive every strong attack), ``min-norm`` (budget-free: it reports each cloud's minimal
-adversarial distance, ``benchmark.curves``); untagged attacks are reported, not ranked on
+adversarial distance, ``benchmark.core.curves``); untagged attacks are reported, not ranked on
 (the paper-budget PGD family and saliency drop fool the embedded victim rarely).
 """
-from benchmark.registry import ATTACKS
+from benchmark.core.registry import ATTACKS
 
 register_attack = ATTACKS.register
 

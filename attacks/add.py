@@ -36,8 +36,8 @@ from attacks import register_attack
 from attacks.base import TARGET_RULES, Attack
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import binary_search_attack, check_search_params
-from benchmark.geometry import chamfer_distance, hausdorff_distance, index_points
-from benchmark.params import choice, count, nonnegative, param, positive
+from benchmark.core.geometry import chamfer_distance, hausdorff_distance, index_points
+from benchmark.core.params import choice, count, nonnegative, param, positive
 
 __all__ = ["AddCD", "AddHD", "critical_point_indices"]
 

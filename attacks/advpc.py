@@ -30,7 +30,7 @@ from attacks.bookkeeping import ClosestSuccess
 from attacks.constraints import clip_per_point
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
-from benchmark.params import choice, count, fraction, nonnegative, param, positive
+from benchmark.core.params import choice, count, fraction, nonnegative, param, positive
 
 __all__ = ["AdvPC"]
 

@@ -53,8 +53,8 @@ from attacks.bookkeeping import ClosestSuccess
 from attacks.constraints import clip_per_point
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
-from benchmark.geometry import knn
-from benchmark.params import choice, count, fraction, nonnegative, param, positive
+from benchmark.core.geometry import knn
+from benchmark.core.params import choice, count, fraction, nonnegative, param, positive
 
 __all__ = ["AOF", "graph_laplacian", "graph_spectrum", "split_frequencies"]
 

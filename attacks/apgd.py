@@ -36,7 +36,7 @@ from attacks.base import TARGET_RULES, Attack
 from attacks.constraints import BUDGET_SCALES, check_budget_scale, clip_l2, clip_linf, clip_per_point, scaled_budget
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
-from benchmark.params import choice, count, fraction, nonnegative, param, positive
+from benchmark.core.params import choice, count, fraction, nonnegative, param, positive
 
 __all__ = ["APGD", "checkpoints"]
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchmark.geometry import nearest_neighbor
-from benchmark.params import check_fields
+from benchmark.core.geometry import nearest_neighbor
+from benchmark.core.params import check_fields
 
 __all__ = ["MAX_ABS_COORDINATE", "TARGET_RULES", "Attack", "AttackResult", "draw_targets", "runner_up_targets",
            "sample_generator", "seeded_uniform"]
@@ -175,7 +175,7 @@ class Attack:
 
     def __post_init__(self) -> None:
         """Check every hyperparameter against the domain its field declares
-        (``benchmark.params``); subclasses with checks of their own call this first."""
+        (``benchmark.core.params``); subclasses with checks of their own call this first."""
         check_fields(self)
 
     def required_models(self) -> dict[str, str]:
@@ -331,7 +331,7 @@ class Attack:
             raise ValueError(
                 f"points reach |coordinate| = {largest:.3g}, beyond {MAX_ABS_COORDINATE:.0e}: attacks expect "
                 "unit-sphere-scale clouds (budgets are absolute); normalise them, e.g. with "
-                "benchmark.data.normalize_unit_sphere_np"
+                "benchmark.core.data.normalize_unit_sphere_np"
             )
         return points
 

@@ -90,7 +90,7 @@ def project_to_surface(delta: Tensor, normals: Tensor) -> Tensor:
     Args:
         delta: ``[B, N, 3]`` displacement.
         normals: ``[B, N, 3]`` unit outward normals of the clean cloud (e.g.
-            ``benchmark.geometry.estimate_normals``).
+            ``benchmark.core.geometry.estimate_normals``).
 
     Returns:
         ``[B, N, 3]``.

@@ -11,7 +11,7 @@ attack over a whole set in batches and returns a ``CraftedSet``. With a cache di
   batches; once all batches exist they are merged into the final entry and the parts
   are removed;
 * a corrupt or partial entry (final or part) is reported with one ``RuntimeWarning`` and
-  recomputed (``benchmark.cache.cached_arrays``).
+  recomputed (``benchmark.core.cache.cached_arrays``).
 
 The attack sees each sample's position in the set (``indices``, default ``arange(N)``,
 e.g. global test-set indices), so targets and random starts do not depend on batching:
@@ -36,15 +36,15 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import Attack
-from benchmark.cache import (
+from benchmark.core.cache import (
     CorruptCacheError,
     cached_arrays,
     entry_path,
     load_arrays,
     save_arrays,
 )
-from benchmark.config import config_hash, to_jsonable
-from benchmark.registry import ATTACKS
+from benchmark.core.config import config_hash, to_jsonable
+from benchmark.core.registry import ATTACKS
 
 __all__ = ["CraftedSet", "attack_name", "craft", "crafting_key", "entry_for"]
 

@@ -16,7 +16,7 @@ from attacks import register_attack
 from attacks.base import TARGET_RULES, Attack
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import binary_search_attack, check_search_params
-from benchmark.params import choice, count, nonnegative, param, positive
+from benchmark.core.params import choice, count, nonnegative, param, positive
 
 __all__ = ["CW", "l2_distance"]
 

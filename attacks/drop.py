@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from attacks import register_attack
 from attacks.base import Attack, draw_targets
-from benchmark.params import choice, count, nonnegative, param
+from benchmark.core.params import choice, count, nonnegative, param
 
 __all__ = ["SaliencyDrop", "SaliencyDrop100", "saliency_scores"]
 

@@ -18,7 +18,7 @@ its model zoo) and hands the modules over with ``Attack.bind_models``; the attac
 builds or trains models itself.
 
 **Bad parameters** (unknown names, values outside a field's domain) raise
-``benchmark.config.ConfigError`` naming ``attacks.<name>`` and the fix, before any work.
+``benchmark.core.config.ConfigError`` naming ``attacks.<name>`` and the fix, before any work.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from typing import Any
 from torch import nn
 
 from attacks.base import Attack
-from benchmark.config import ConfigError
-from benchmark.registry import ATTACKS, UnknownNameError
+from benchmark.core.config import ConfigError
+from benchmark.core.registry import ATTACKS, UnknownNameError
 
 __all__ = ["attack_spec", "build_attack", "resolved_params"]
 

@@ -4,7 +4,7 @@ A minimum-norm attack has no budget: per sample it searches for the adversarial 
 closest to the clean one, and its result is that distance. From the per-sample minimal
 distances ``d_i`` of one run, the robust accuracy at *every* budget ``r`` follows: a cloud
 survives budget ``r`` when it is classified correctly clean and ``d_i > r``
-(``benchmark.curves``), and the median of ``d_i`` is a budget-free robustness score.
+(``benchmark.core.curves``), and the median of ``d_i`` is a budget-free robustness score.
 
 Per sample, starting at the clean cloud (``delta = 0``, plus N(0, 1e-7) noise seeded per
 sample), each step moves ``delta`` by ``alpha`` along the normalised gradient of the
@@ -34,7 +34,7 @@ from attacks import register_attack
 from attacks.base import TARGET_RULES, Attack
 from attacks.constraints import clip_l2
 from attacks.search import seeded_normal
-from benchmark.params import choice, count, param, positive
+from benchmark.core.params import choice, count, param, positive
 
 __all__ = ["FMN", "logit_difference"]
 

@@ -25,13 +25,16 @@ from attacks.bookkeeping import ClosestSuccess
 from attacks.constraints import clip_per_point, project_to_surface
 from attacks.losses import LOSS_KINDS, adversarial_loss
 from attacks.search import seeded_normal
-from benchmark.geometry import chamfer_distance, estimate_normals, knn
-from benchmark.params import choice, count, nonnegative, param, positive
+from benchmark.core.geometry import ReferenceNeighbours, chamfer_distance, estimate_normals, knn
+from benchmark.core.params import choice, count, nonnegative, param, positive
 
 __all__ = ["KNN", "knn_smoothness"]
 
+#: reference candidates per point for the per-iteration neighbour searches (ReferenceNeighbours)
+_CANDIDATES = 64
 
-def knn_smoothness(adv: Tensor, k: int = 5, alpha: float = 1.05) -> Tensor:
+
+def knn_smoothness(adv: Tensor, k: int = 5, alpha: float = 1.05, *, neighbour_dist: Tensor | None = None) -> Tensor:
     """kNN smoothness penalty of PROTOCOL.md section 1 (IF-Defense ``KNNDist``), ``[B]``.
 
     For each point ``p`` of ``adv``, ``d_p`` = mean squared distance to its ``k`` nearest
@@ -44,11 +47,13 @@ def knn_smoothness(adv: Tensor, k: int = 5, alpha: float = 1.05) -> Tensor:
         adv: ``[B, N, 3]`` float, ``N >= k + 1``.
         k: neighbours per point.
         alpha: threshold factor.
+        neighbour_dist: ``[B, N, k]`` the squared distances ``knn(adv, k, exclude_self=True)``
+            returns, when the caller found them another way (e.g. ``ReferenceNeighbours``).
 
     Returns:
         ``[B]``, differentiable w.r.t. ``adv``.
     """
-    _, dist = knn(adv, k, exclude_self=True)  # [B, N, k] squared, differentiable
+    dist = knn(adv, k, exclude_self=True)[1] if neighbour_dist is None else neighbour_dist  # [B, N, k] squared
     value = dist.mean(dim=-1)  # [B, N]
     with torch.no_grad():
         threshold = value.mean(dim=1) + alpha * value.std(dim=1)  # [B]
@@ -109,14 +114,16 @@ class KNN(Attack):
 
     targeted = True
 
-    def distance(self, adv: Tensor, points: Tensor, *, chamfer: Tensor | None = None) -> Tensor:
+    def distance(self, adv: Tensor, points: Tensor, *, chamfer: Tensor | None = None,
+                 neighbour_dist: Tensor | None = None) -> Tensor:
         """Per-sample penalty ``K * (chamfer_weight * chamfer + smooth_weight * knn_smooth)``, ``[B]``.
 
-        ``chamfer``: the adv2ori Chamfer distance of ``adv`` when the caller already has it.
+        ``chamfer``: the adv2ori Chamfer distance of ``adv`` when the caller already has it;
+        ``neighbour_dist``: its ``[B, N, k]`` squared kNN distances within ``adv``, likewise.
         """
         n = adv.shape[1]
         cd = chamfer_distance(adv, points, mode="adv2ori") if chamfer is None else chamfer
-        sm = knn_smoothness(adv, self.k, self.alpha)
+        sm = knn_smoothness(adv, self.k, self.alpha, neighbour_dist=neighbour_dist)
         return n * (self.chamfer_weight * cd + self.smooth_weight * sm)
 
     def attack(
@@ -147,6 +154,9 @@ class KNN(Attack):
         opt = torch.optim.Adam([var], lr=self.lr)
 
         kept = ClosestSuccess(var, self.num_iter, early_stop=self.early_stop)
+        # every point stays within `clip` of its clean position: neighbour searches over candidates
+        # found once on the clean cloud, exact (full search where the candidates do not suffice)
+        local = ReferenceNeighbours(points, m=min(n, _CANDIDATES))
 
         def record(rows: Tensor, logits: Tensor, adv: Tensor, t: int, dist: Tensor | None = None) -> None:
             if dist is None:
@@ -161,11 +171,12 @@ class KNN(Attack):
             logits = model(adv)
             # the iterate's Chamfer distance serves both the bookkeeping and the loss: one
             # nearest-neighbour search per iteration instead of two
-            cd = chamfer_distance(adv, points[rows], mode="adv2ori")
+            cd = local.nearest_reference(adv, rows)[0].mean(dim=1)
             with torch.no_grad():
                 record(rows, logits, adv.detach(), t, cd.detach())
             adv_l = adversarial_loss(logits, labels[rows], targets[rows], self.loss, self.kappa)
-            loss = (adv_l + self.distance(adv, points[rows], chamfer=cd)).sum()
+            smooth = local.knn_within(adv, self.k, rows)[1]
+            loss = (adv_l + self.distance(adv, points[rows], chamfer=cd, neighbour_dist=smooth)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -18,7 +18,7 @@ from attacks import register_attack
 from attacks.base import Attack, seeded_uniform
 from attacks.constraints import BUDGET_SCALES, check_budget_scale, clip_l2, clip_linf, scaled_budget
 from attacks.losses import LOSS_KINDS, adversarial_loss
-from benchmark.params import choice, count, nonnegative, param, positive
+from benchmark.core.params import choice, count, nonnegative, param, positive
 
 __all__ = ["FGM", "IFGM", "PGD"]
 

@@ -14,25 +14,16 @@ method, and the paper's number where it gives one) into ``ablation.md`` next to 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from benchmark.core.params import Ablation
+
 __all__ = ["Ablation", "ablation_dir", "ablation_markdown", "ablation_summary", "column_name", "mechanism_markdown",
            "per_cloud", "variants_of"]
-
-
-@dataclass(frozen=True)
-class Ablation:
-    """One variant: parameter ``changes`` over the run's parameters, a one-line ``what``, and
-    the paper's mean robust accuracy for it (percent; None where the paper gives none)."""
-
-    changes: Mapping[str, Any] = field(default_factory=dict)
-    what: str = ""
-    paper: float | None = None
 
 
 def variants_of(defense: str, select: Sequence[str] | None = None) -> dict[str, Ablation]:
@@ -42,7 +33,7 @@ def variants_of(defense: str, select: Sequence[str] | None = None) -> dict[str, 
     Raises:
         ValueError: the defense declares no ablations, or an unknown variant is selected.
     """
-    from benchmark.registry import DEFENSES
+    from benchmark.core.registry import DEFENSES
 
     declared: Mapping[str, Ablation] = getattr(DEFENSES.get(defense).obj, "ablations", None) or {}
     if not declared:

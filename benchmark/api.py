@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from benchmark.config import RunConfig, to_jsonable
+from benchmark.core.config import RunConfig, to_jsonable
 
 __all__ = ["diagnostics_dir", "evaluate", "teacher_robustness"]
 
@@ -89,8 +89,8 @@ def evaluate(
 
     import yaml
 
-    from benchmark.cli import populate_registries
-    from benchmark.config import resolve_config
+    from benchmark.core.registry import populate_registries
+    from benchmark.core.config import resolve_config
     from benchmark.runner import Runner
 
     selection = [defenses] if isinstance(defenses, str) else list(defenses)

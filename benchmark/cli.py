@@ -2,55 +2,33 @@
 
 A thin layer: it parses options, resolves the run configuration (profile < --config <
 --set < flags) and hands over to the library. Errors the user can fix are printed as one
-line naming the fix (exit status 2); a part of the benchmark not yet built says so
-(exit status 3).
+line naming the fix (exit status 2); an interrupted run keeps its finished work (130).
+Registries are filled by ``benchmark.core.registry.populate_registries`` (the library calls the
+same function: nothing imports this module but the launcher).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import math
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmark.env import DeviceError
-from benchmark.config import ConfigError, RunConfig, available_profiles, check_params, resolve_config
-from benchmark.registry import (
+from benchmark.core.env import DeviceError
+from benchmark.core.config import ConfigError, RunConfig, available_profiles, check_params, resolve_config
+from benchmark.core.registry import (
     REGISTRIES,
     DuplicateNameError,
     PluginError,
     Registry,
     UnknownNameError,
-    load_plugins,
+    populate_registries,
 )
 
-#: The packages whose import fills each registry.
-REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.data", "attacks": "attacks", "defenses": "defenses"}
-
-#: Names the design promises that later versions add; asking for one says "not yet available".
-PLANNED: dict[str, tuple[str, ...]] = {
-    "models": (),
-    "attacks": (),
-    "defenses": (),
-}
-
 EXIT_USAGE = 2
-EXIT_NOT_AVAILABLE = 3
 
 USER_ERRORS = (ConfigError, UnknownNameError, DuplicateNameError, PluginError, FileNotFoundError, DeviceError)
-
-
-class NotYetAvailable(RuntimeError):
-    """A part of the benchmark this version does not have yet."""
-
-
-def populate_registries(plugins: Sequence[str] = ()) -> None:
-    """Import our packages (registering their entries), then the user's plug-ins."""
-    for package in REGISTRY_PACKAGES.values():
-        importlib.import_module(package)
-    load_plugins(plugins)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +54,13 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="import this module first (it may register models, defenses, ...); repeatable")
 
 
+def _add_threads_option(p: argparse.ArgumentParser, default: Any = None) -> None:
+    # read by the launcher (benchmark/__main__.py) before the command runs; declared here for --help
+    p.add_argument("--threads", type=int, default=default, metavar="N",
+                   help="intra-op CPU threads (default: OMP_NUM_THREADS, else the CPUs this process may use "
+                   "minus those other processes keep busy; `bench info` shows the choice)")
+
+
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
     """Resolve profile < --config < --set < flags for ``run`` and ``train``."""
     flags = {
@@ -93,7 +78,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from benchmark.env import package_versions
+    from benchmark.core.env import package_versions
 
     parser = argparse.ArgumentParser(
         prog="bench",
@@ -109,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pcrb {package_versions()['pcrb']}")
+    _add_threads_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -291,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "adversarial-parts); repeatable")
     p_cache.add_argument("--cache-dir", default=None, metavar="DIR", help="the cache (default: $PCRB_CACHE_DIR or "
                          "the user cache dir)")
+    for command in sub.choices.values():  # `bench run --threads 2` as well as `bench --threads 2 run`
+        _add_threads_option(command, default=argparse.SUPPRESS)
     return parser
 
 
@@ -321,9 +309,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_row(entry.name, entry.description, _format_defaults(dict(entry.defaults), skip))
     console = Console(width=max(120, Console().width))
     console.print(table)
-    if not len(registry):
-        planned = ", ".join(PLANNED.get(args.kind, ())) or "-"
-        console.print(f"No {args.kind} registered yet in this version; planned: {planned}.")
     return 0
 
 
@@ -332,8 +317,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.cache import default_cache_dir
-    from benchmark.env import allocator_status, package_versions
+    from benchmark.core.cache import default_cache_dir
+    from benchmark.core.env import allocator_status, package_versions
 
     populate_registries()
     table = Table(title="PCRB environment", show_header=False, title_justify="left")
@@ -341,7 +326,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     table.add_column("value")
     for name, version in package_versions().items():
         table.add_row(name, torch.__version__ if name == "torch" else version)
-    table.add_row("cpu threads", str(torch.get_num_threads()))
+    from benchmark.core.env import choose_threads, thread_choice
+
+    chosen = thread_choice()
+    if chosen is None:  # called as a library (tests): say what the launcher would choose now
+        chosen = choose_threads()
+        table.add_row("cpu threads", f"{torch.get_num_threads()} now; `bench` would use {chosen.threads} "
+                      f"({chosen.reason})")
+    else:
+        table.add_row("cpu threads", f"{torch.get_num_threads()} ({chosen.reason})")
     if torch.cuda.is_available():
         names = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
         table.add_row("cuda", f"{torch.version.cuda}; {names}")
@@ -357,24 +350,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_names(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
-    """Validate every name in the config: ``(selected names per registry, planned-but-missing parts)``.
+def _check_names(cfg: RunConfig) -> dict[str, list[str]]:
+    """Validate every name in the config: the selected names per registry.
 
     Unknown names and parameters raise (with close matches).
     """
-    from benchmark.registry import ATTACKS, DATASETS, DEFENSES, MODELS
-
-    missing: list[str] = []
+    from benchmark.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
 
     def resolve(registry: Registry, spec: list[str]) -> list[str]:
         names: list[str] = []
         for name in spec:
-            if name == "all" or name in registry:
-                names.extend(registry.resolve(name))
-            elif name in PLANNED.get(registry.plural, ()):
-                missing.append(f"{registry.kind} '{name}'")
-            else:
-                raise UnknownNameError(registry.unknown_message(name, PLANNED.get(registry.plural, ())))
+            if name != "all" and name not in registry:
+                raise UnknownNameError(registry.unknown_message(name))
+            names.extend(registry.resolve(name))
         return names
 
     DATASETS.get(cfg.dataset.name)
@@ -385,14 +373,8 @@ def _check_names(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
     }
     for section, registry in (("attacks", ATTACKS), ("defenses", DEFENSES), ("models", MODELS),
                               ("datasets", DATASETS)):
-        params = {k: v for k, v in getattr(cfg, section).items()
-                  if k in registry or k not in PLANNED.get(registry.plural, ())}
-        check_params(section, params, registry)
-    if not selected["attacks"] and "all" in cfg.attack and not missing:
-        missing.append("any attack (none registered)")
-    if not selected["defenses"] and "all" in cfg.defense and not missing:
-        missing.append("any defense (none registered)")
-    return selected, list(dict.fromkeys(missing))
+        check_params(section, getattr(cfg, section), registry)
+    return selected
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -407,17 +389,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     populate_registries(cfg.plugins)
-    from benchmark.env import resolve_device
+    from benchmark.core.env import resolve_device
 
     device = resolve_device(cfg.device)
     console.print(f"[bold]bench run[/] profile={cfg.profile} dataset={cfg.dataset.name} device={device} "
                   f"config={cfg.hash()}")
-    _, missing = _check_names(cfg)
-    if missing:
-        raise NotYetAvailable(
-            f"{', '.join(missing)} not yet available in this version of PCRB (planned: see the README's "
-            "roadmap). `bench list attacks|defenses|models` shows what exists."
-        )
+    _check_names(cfg)
     import torch
 
     from benchmark.runner import Runner
@@ -459,7 +436,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         mechanism_markdown,
         variants_of,
     )
-    from benchmark.registry import DEFENSES
+    from benchmark.core.registry import DEFENSES
 
     args.defense_name = args.defense
     args.defense = "none"
@@ -485,9 +462,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         return 0
     out = ablation_dir(cfg.out_dir, name)
     cfg = dataclasses.replace(cfg, out_dir=str(out))
-    _, missing = _check_names(cfg)
-    if missing:
-        raise NotYetAvailable(f"{', '.join(missing)} not yet available in this version of PCRB")
+    _check_names(cfg)
     import torch
 
     from benchmark.runner import Runner
@@ -734,8 +709,8 @@ def _print_sanity(rows: Any, console: Any) -> None:
 
 def _prepare_data(cfg: RunConfig, console: Any) -> dict[str, Any]:
     """Load (generate or read, then cache) both splits of the configured dataset and summarise them."""
-    from benchmark.cache import resolve_cache_dir
-    from benchmark.data import load_run_split
+    from benchmark.core.cache import resolve_cache_dir
+    from benchmark.core.data import load_run_split
 
     cache_dir = resolve_cache_dir(cfg.cache_dir)
     splits = {}
@@ -753,8 +728,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.env import resolve_device
-    from benchmark.registry import MODELS
+    from benchmark.core.env import resolve_device
+    from benchmark.core.registry import MODELS
 
     cfg = _config_from_args(args)
     populate_registries(cfg.plugins)
@@ -783,8 +758,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _zoo(cfg: RunConfig, data: dict[str, Any], device: Any, console: Any, force: bool = False) -> Any:
-    from benchmark.cache import resolve_cache_dir
-    from benchmark.data import load_run_split
+    from benchmark.core.cache import resolve_cache_dir
+    from benchmark.core.data import load_run_split
     from models.zoo import Zoo, ZooContext
 
     cache_dir = resolve_cache_dir(cfg.cache_dir)
@@ -801,9 +776,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
     from attacks.crafting import craft, crafting_key
     from attacks.factory import attack_spec, build_attack
-    from benchmark.cache import resolve_cache_dir
-    from benchmark.env import resolve_device
-    from benchmark.registry import ATTACKS, MODELS
+    from benchmark.core.cache import resolve_cache_dir
+    from benchmark.core.env import resolve_device
+    from benchmark.core.registry import ATTACKS, MODELS
 
     cfg = _config_from_args(args)
     populate_registries(cfg.plugins)
@@ -852,7 +827,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.cache import cache_entries, clear_cache, resolve_cache_dir
+    from benchmark.core.cache import cache_entries, clear_cache, resolve_cache_dir
 
     root = resolve_cache_dir(args.cache_dir)
     if args.action == "clear":
@@ -877,16 +852,13 @@ COMMANDS = {"ablate": cmd_ablate, "attack": cmd_attack, "cache": cmd_cache, "doc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error, 3 not yet available)."""
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
-    from benchmark.data import DatasetError
+    from benchmark.core.data import DatasetError
 
     try:
         return COMMANDS[args.command](args)
-    except NotYetAvailable as err:
-        print(f"bench {args.command}: {err}", file=sys.stderr)
-        return EXIT_NOT_AVAILABLE
     except (*USER_ERRORS, DatasetError) as err:
         print(f"bench {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.config import config_hash
+from benchmark.core.config import config_hash
 from benchmark.leaderboard import read_runs
 from benchmark.store import (
     KEY_COLUMNS,
@@ -317,7 +317,7 @@ class DistributedRunner:
         import torch
         import torch.distributed as dist
 
-        from benchmark.env import resolve_device
+        from benchmark.core.env import resolve_device
 
         device = resolve_device(self.cfg.device)
         if device.type == "cuda" and device.index is None:

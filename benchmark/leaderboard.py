@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.curves import median_distance
+from benchmark.core.curves import median_distance
 from benchmark.docs import markdown_table, number, percent, register_section
 from benchmark.stats import mcnemar, significance_mark
 from benchmark.store import (
@@ -125,7 +125,7 @@ def _sorted_protocols(values: Iterable[str]) -> list[str]:
 
 def _yaml_value(value: Any) -> str:
     """A --set value YAML parses back to ``value`` (JSON is YAML)."""
-    from benchmark.config import load_yaml
+    from benchmark.core.config import load_yaml
 
     if isinstance(value, str):
         try:
@@ -153,7 +153,7 @@ def reproduce_overrides(config: Mapping[str, Any]) -> list[str]:
     Only fields that change numbers and that no flag of the reproduce command carries are
     listed; ``[]`` when the profile cannot be loaded (then the stored parameters are the truth).
     """
-    from benchmark.config import ConfigError, resolve_config
+    from benchmark.core.config import ConfigError, resolve_config
 
     try:
         base = resolve_config(str(config.get("profile") or "default")).to_dict()

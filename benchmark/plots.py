@@ -8,7 +8,7 @@ Four kinds of figure, all PNG under the output folder:
   n, seed): grouped bars of accuracy per attack (and clean) per defense, with the 95%
   Wilson interval as error bars; failed cells marked ``×``.
 - ``curves_<section>.png`` — robust accuracy at every L2 budget per defense, from one
-  minimum-norm attack (``fmn``) per cell (``benchmark.curves``), with each defense's median
+  minimum-norm attack (``fmn``) per cell (``benchmark.core.curves``), with each defense's median
   minimal distance in the legend.
 - ``sweep_<key>_<section>.png`` — from ``bench run --sweep KEY=V1,V2,...``: accuracy vs the
   swept value, one line per defense (for an ``attacks.<name>.<field>`` sweep, the accuracy
@@ -90,7 +90,7 @@ def sweep_out_dir(out_dir: str | os.PathLike[str], key: str, value: str) -> Path
 
 
 def _number(value: Any) -> Any:
-    from benchmark.config import load_yaml
+    from benchmark.core.config import load_yaml
 
     if isinstance(value, str):
         try:
@@ -231,8 +231,8 @@ def plot_accuracy_bars(frame: pd.DataFrame, out_dir: str | os.PathLike[str]) -> 
 # ---------------------------------------------------------------------------------------------
 def plot_robustness_curves(frame: pd.DataFrame, out_dir: str | os.PathLike[str], points: int = 200) -> list[Path]:
     """Robust accuracy vs L2 budget per defense, from the minimum-norm attack's rows
-    (``benchmark.curves``): one figure per leaderboard section that has them."""
-    from benchmark.curves import median_distance, robust_accuracy_curve
+    (``benchmark.core.curves``): one figure per leaderboard section that has them."""
+    from benchmark.core.curves import median_distance, robust_accuracy_curve
     from benchmark.store import GROUP_COLUMNS, min_norm_distances
 
     written = []
@@ -346,9 +346,9 @@ def plot_examples(results_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     ``log``s one line per attack it had to skip (and why)."""
     from attacks.crafting import crafting_key, entry_for
     from attacks.factory import attack_spec
-    from benchmark.cache import CorruptCacheError, load_arrays, resolve_cache_dir
-    from benchmark.cli import populate_registries
-    from benchmark.data import load_dataset
+    from benchmark.core.cache import CorruptCacheError, load_arrays, resolve_cache_dir
+    from benchmark.core.registry import populate_registries
+    from benchmark.core.data import load_dataset
 
     populate_registries()
     cache = resolve_cache_dir(cache_dir)

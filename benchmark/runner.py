@@ -23,8 +23,6 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import time
 import traceback
@@ -41,11 +39,11 @@ from torch import Tensor, nn
 
 from attacks.crafting import CraftedSet, craft, crafting_key
 from attacks.factory import attack_spec, build_attack
-from benchmark.cache import resolve_cache_dir, state_dict_sha256
-from benchmark.config import RunConfig, config_hash, resolve_config, to_jsonable
-from benchmark.data import PointCloudDataset, load_run_split
-from benchmark.env import package_versions, resolve_device
-from benchmark.registry import ATTACKS, DEFENSES
+from benchmark.core.cache import resolve_cache_dir, state_dict_sha256
+from benchmark.core.config import RunConfig, config_hash, resolve_config, to_jsonable
+from benchmark.core.data import PointCloudDataset, load_run_split
+from benchmark.core.env import package_versions, resolve_device
+from benchmark.core.registry import ATTACKS, DEFENSES
 from benchmark.store import CLEAN, ResultStore, encode_distances, encode_outcomes, wilson_interval
 from benchmark.variants import cell_variants
 from defenses import build_defense
@@ -124,14 +122,6 @@ def attack_role(name: str) -> str:
 def _batch_seed(seed: int, *parts: Any) -> int:
     digest = hashlib.blake2b(json.dumps([seed, *parts]).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def _fault_point(rows_written: int) -> None:
-    """Fault injection for the reliability tests: ``PCRB_FAULT_AFTER_CELLS=k`` kills the process
-    (SIGKILL, no cleanup) right after the k-th cell of the run is written."""
-    limit = os.environ.get("PCRB_FAULT_AFTER_CELLS")
-    if limit and rows_written >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _GivenModel(ModelDefense):
@@ -481,7 +471,6 @@ class Runner:
             self._fail(cell, key, cell_hash, prepared, err)
             return
         self._write(cell, row)
-        _fault_point(len(self.rows))
 
     def _write(self, cell: Cell, row: dict[str, Any]) -> None:
         self.replaced += [(old, str(row.get("cell_hash", ""))) for old in self.store.write([row])]
@@ -537,19 +526,15 @@ class Runner:
     def _progress(self, total: int) -> Any:
         from contextlib import contextmanager
 
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from benchmark.core.progress import progress_report
 
         @contextmanager
         def display() -> Iterator[Callable[..., None]]:
-            columns = [TextColumn("[bold]cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}")]
-            with Progress(*columns, console=self.console, disable=not self.progress, transient=False) as bar:
-                task = bar.add_task("", total=total)
+            with progress_report(total, "cells", self.console, enabled=self.progress, transient=False) as update:
 
                 def advance(cell: Cell, step: int | None, info: str = "") -> None:
                     what = f"{cell.protocol} · {cell.attack} → {cell.defense}" + (f" ({info})" if info else "")
-                    bar.update(task, advance=step or 0, description=what)
+                    update(step or 0, what)
 
                 yield advance
 

@@ -148,7 +148,8 @@ def _ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
     frame = rows.copy()
     if "status" in frame.columns:
         frame = frame[frame["status"].astype(str) == "ok"]
-    for column in ("dataset", "profile", "protocol", "victim", "source", "defense", "attack", "attack_params"):
+    for column in ("dataset", "profile", "protocol", "victim", "source", "defense", "attack", "attack_params",
+                   "victim_hash", "dataset_fingerprint"):
         if column not in frame.columns:
             frame[column] = ""
         frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
@@ -303,8 +304,9 @@ def _gradient_masking(ok: pd.DataFrame, gap: float) -> list[str]:
     cells: dict[tuple, dict[str, Mapping[str, Any]]] = defaultdict(dict)
     rows = ok[(ok["defense"] != UNDEFENDED) & (ok["attack"] != CLEAN) & ok["accuracy"].map(_finite)]
     for _, row in rows.iterrows():
-        key = (row["dataset"], row["profile"], row["victim"], row["defense"], row["attack"], row["attack_params"],
-               _int(row["seed"]), _int(row["n"]))
+        # same victim weights and clouds: rows left from an earlier victim are never paired with new ones
+        key = (row["dataset"], row["profile"], row["victim"], row["victim_hash"], row["dataset_fingerprint"],
+               row["defense"], row["attack"], row["attack_params"], _int(row["seed"]), _int(row["n"]))
         cells[key][row["protocol"]] = row
     out = []
     for key in sorted(cells):
@@ -329,7 +331,7 @@ def _gradient_masking(ok: pd.DataFrame, gap: float) -> list[str]:
 def _attacks_that_help(ok: pd.DataFrame, gap: float) -> list[str]:
     """Accuracy under an attack far above clean accuracy, on the model the attack was crafted against."""
     clean: dict[tuple, float] = {}
-    context = ["dataset", "profile", "protocol", "victim", "defense", "seed", "n"]
+    context = ["dataset", "profile", "protocol", "victim", "victim_hash", "dataset_fingerprint", "defense", "seed", "n"]
     for _, row in ok[(ok["attack"] == CLEAN) & ok["accuracy"].map(_finite)].iterrows():
         clean[tuple(str(row[c]) for c in context)] = float(row["accuracy"])
     out = []

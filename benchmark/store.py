@@ -332,8 +332,8 @@ def worst_case(frame: pd.DataFrame, *, strong_only: bool = False) -> pd.Series:
 
 def min_norm_distances(frame: pd.DataFrame) -> dict[tuple[Any, ...], np.ndarray]:
     """Per group of :data:`GROUP_COLUMNS` with a minimum-norm attack row (and its clean row):
-    each cloud's effective minimal distance (``benchmark.curves.effective_distances``)."""
-    from benchmark.curves import effective_distances
+    each cloud's effective minimal distance (``benchmark.core.curves.effective_distances``)."""
+    from benchmark.core.curves import effective_distances
 
     ok = _with_key_columns(frame[frame["status"] == "ok"])
     out: dict[tuple[Any, ...], np.ndarray] = {}
@@ -380,7 +380,7 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     distance in cloud units), for the rows of one (dataset, protocol). A variant
     (``benchmark.variants``) is its own row or column, labelled. The mean and worst cases
     leave minimum-norm attacks out (they have no budget)."""
-    from benchmark.curves import median_distance
+    from benchmark.core.curves import median_distance
 
     ok = with_labels(frame[frame["status"] == "ok"])
     if ok.empty:

@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import attacks  # noqa: F401  (registers the attacks)
     import models  # noqa: F401
-    from benchmark.data import load_dataset
-    from benchmark.env import allocator_status
+    from benchmark.core.data import load_dataset
+    from benchmark.core.env import allocator_status
     from attacks.factory import build_attack
-    from benchmark.registry import MODELS
+    from benchmark.core.registry import MODELS
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from benchmark.env import reexec_tuned
+    from benchmark.core.env import reexec_tuned
 
     reexec_tuned([sys.executable, *sys.argv])  # the allocator tunables bench uses (PCRB_NO_TUNE=1: off)
     sys.exit(main())

@@ -280,7 +280,7 @@ def run_attack(name: str, params: dict[str, Any], model: nn.Module, ae: nn.Modul
 
 
 def _defaults(name: str) -> dict[str, Any]:
-    from benchmark.registry import ATTACKS
+    from benchmark.core.registry import ATTACKS
 
     return dict(ATTACKS.get(name).defaults)
 
@@ -323,11 +323,11 @@ def check_profile(args: argparse.Namespace) -> int:
     success on the undefended victim, crafting seconds, median L2. Writes ``--out``."""
     import attacks  # noqa: F401  (registers the attacks)
     import models  # noqa: F401
-    from benchmark.cache import resolve_cache_dir
-    from benchmark.config import resolve_config
-    from benchmark.data import load_run_split
-    from benchmark.env import allocator_status, package_versions, resolve_device
-    from benchmark.registry import ATTACKS
+    from benchmark.core.cache import resolve_cache_dir
+    from benchmark.core.config import resolve_config
+    from benchmark.core.data import load_run_split
+    from benchmark.core.env import allocator_status, package_versions, resolve_device
+    from benchmark.core.registry import ATTACKS
     from models.zoo import Zoo, ZooContext, describe_score
 
     cfg = resolve_config(args.check, flags={"device": args.device, "cache_dir": args.cache_dir})
@@ -411,11 +411,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import attacks  # noqa: F401  (registers the attacks)
     import models  # noqa: F401
-    from benchmark.cache import resolve_cache_dir
-    from benchmark.config import resolve_config
-    from benchmark.data import load_run_split
-    from benchmark.env import allocator_status, package_versions, resolve_device
-    from benchmark.registry import ATTACKS
+    from benchmark.core.cache import resolve_cache_dir
+    from benchmark.core.config import resolve_config
+    from benchmark.core.data import load_run_split
+    from benchmark.core.env import allocator_status, package_versions, resolve_device
+    from benchmark.core.registry import ATTACKS
     from models.zoo import Zoo, ZooContext, describe_score
 
     t_start = time.perf_counter()
@@ -575,7 +575,7 @@ def _coarse(params: dict[str, Any]) -> bool:
 
 
 if __name__ == "__main__":
-    from benchmark.env import reexec_tuned
+    from benchmark.core.env import reexec_tuned
 
     reexec_tuned([sys.executable, *sys.argv])  # the allocator tunables bench uses (PCRB_NO_TUNE=1: off)
     sys.exit(main())

@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from benchmark.cli import populate_registries
-    from benchmark.config import resolve_config
-    from benchmark.env import allocator_status
-    from benchmark.registry import DEFENSES
+    from benchmark.core.registry import populate_registries
+    from benchmark.core.config import resolve_config
+    from benchmark.core.env import allocator_status
+    from benchmark.core.registry import DEFENSES
     from benchmark.runner import Runner
     from defenses.base import inference_cost
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from benchmark.env import reexec_tuned
+    from benchmark.core.env import reexec_tuned
 
     reexec_tuned([sys.executable, *sys.argv])  # the allocator tunables bench uses (PCRB_NO_TUNE=1: off)
     sys.exit(main())

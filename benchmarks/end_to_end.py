@@ -224,8 +224,8 @@ def analyse(run: dict[str, Any]) -> dict[str, Any]:
 def _registry_order(defense_spec: str) -> tuple[list[str], list[str]]:
     """The attacks of ``--attack all`` and the defenses of ``defense_spec`` in the order a run
     visits them (``none`` first); imports the registries (and torch) into this process."""
-    from benchmark.cli import populate_registries
-    from benchmark.registry import ATTACKS, DEFENSES
+    from benchmark.core.registry import populate_registries
+    from benchmark.core.registry import ATTACKS, DEFENSES
 
     populate_registries()
     defenses = DEFENSES.resolve(defense_spec)

@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from benchmark.cli import populate_registries
-    from benchmark.config import resolve_config
+    from benchmark.core.registry import populate_registries
+    from benchmark.core.config import resolve_config
     from benchmark.runner import Runner
-    from benchmark.training import split_indices
+    from benchmark.core.training import split_indices
     from defenses.adversarial_training import crafted_training_set
 
     out = Path(args.out)

@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from attacks.crafting import craft, crafting_key
-    from benchmark.cli import populate_registries
-    from benchmark.config import resolve_config, to_jsonable
+    from benchmark.core.registry import populate_registries
+    from benchmark.core.config import resolve_config, to_jsonable
     from benchmark.runner import Runner
     from defenses import build_defense
     from defenses.mrpd.diagnostics import CloudSet, probe_table, teacher_probes

@@ -29,7 +29,7 @@ The growth factor per doubling between two sizes x1 < x2 is ``(v2 / v1) ** (1 / 
 (1 = flat, 2 = linear, 4 = quadratic), per step and over the whole sweep.
 
 Where the cost is O(N^2) per sample, and where chunking bounds memory
-(``benchmark/geometry.py``): every neighbour search (``knn``, ``knn_indices``,
+(``benchmark/core/geometry.py``): every neighbour search (``knn``, ``knn_indices``,
 ``nearest_neighbor``, hence Chamfer and Hausdorff) picks indices without autograd from
 ``torch.cdist`` + ``topk``/``argmin`` over blocks of ``[B, chunk, N]`` distances, with
 ``chunk = _auto_chunk(B, N) = _MAX_BLOCK_ELEMENTS // (B * N)`` query points and
@@ -104,9 +104,9 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     import attacks  # noqa: F401  (registers the attacks)
     import models  # noqa: F401
-    from benchmark.data import load_dataset
+    from benchmark.core.data import load_dataset
     from attacks.factory import attack_spec
-    from benchmark.registry import MODELS
+    from benchmark.core.registry import MODELS
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_MARK + json.dumps(measure_one(json.loads(args.one))), flush=True)
         return 0
 
-    from benchmark.env import allocator_status
+    from benchmark.core.env import allocator_status
 
     points, batches = _ints(args.points), _ints(args.batches)
     sweeps = {"points": [(n, args.point_batch) for n in points], "batch": [(args.batch_points, b) for b in batches]}
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from benchmark.env import reexec_tuned
+    from benchmark.core.env import reexec_tuned
 
     reexec_tuned([sys.executable, *sys.argv])  # the allocator tunables bench uses (PCRB_NO_TUNE=1: off)
     sys.exit(main())

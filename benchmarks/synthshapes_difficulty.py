@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.data import load_dataset
+from benchmark.core.data import load_dataset
 
 
 class PointNetLite(nn.Module):

@@ -2,7 +2,7 @@
 
 MRPD distils from frozen teachers (the CLIP image tower on depth projections, the larger
 point transformer). Their embeddings of every training cloud never change, so PCRB computes
-them once (``benchmark.cache.cached_features``) and a *warm* epoch runs only the student and
+them once (``benchmark.core.cache.cached_features``) and a *warm* epoch runs only the student and
 the small prompted text tower. Without the cache (as in the released MRPD code), every epoch
 runs the teachers on every cloud it sees. In one process, on one machine:
 
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from benchmark.cli import populate_registries
-    from benchmark.config import resolve_config
-    from benchmark.projection import DepthProjector
+    from benchmark.core.registry import populate_registries
+    from benchmark.core.config import resolve_config
+    from benchmark.core.projection import DepthProjector
     from benchmark.runner import Runner
     from defenses import build_defense
 

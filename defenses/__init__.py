@@ -6,8 +6,8 @@ builds a registered one with its defaults overridden.
 """
 from typing import Any
 
-from benchmark.config import ConfigError
-from benchmark.registry import DEFENSES
+from benchmark.core.config import ConfigError
+from benchmark.core.registry import DEFENSES
 
 register_defense = DEFENSES.register
 

@@ -32,11 +32,11 @@ from torch import Tensor, nn
 
 from attacks.base import Attack
 from attacks.crafting import CraftedSet, attack_name, craft, crafting_key
-from benchmark.cache import state_dict_sha256
-from benchmark.config import TrainConfig, config_hash, to_jsonable
-from benchmark.data import PointCloudDataset
-from benchmark.training import fit, split_indices
-from benchmark.params import count, fraction, param
+from benchmark.core.cache import state_dict_sha256
+from benchmark.core.config import TrainConfig, config_hash, to_jsonable
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.training import fit, split_indices
+from benchmark.core.params import count, fraction, param
 from defenses import register_defense
 from defenses.base import DefendedModel, DefenseContext, ModelDefense
 from models.heads import EmbeddingClassifier

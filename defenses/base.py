@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +41,12 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import MAX_ABS_COORDINATE
-from benchmark.cache import CorruptCacheError, entry_path, load_weights, read_sidecar, save_weights
-from benchmark.config import TrainConfig, config_hash
-from benchmark.data import PointCloudDataset
-from benchmark.geometry import nearest_neighbor
-from benchmark.params import check_fields
+from benchmark.core.cache import cached_training, entry_path
+from benchmark.core.config import TrainConfig, config_hash
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.params import check_fields
+
+from .gradients import ExpectationOverTransformation, StraightThroughView, straight_through
 
 __all__ = [
     "KINDS",
@@ -89,7 +89,7 @@ def check_points(points: object, where: str = "defense") -> Tensor:
     if largest > MAX_ABS_COORDINATE:
         raise ValueError(
             f"{where}: points reach |coordinate| = {largest:.3g}, beyond {MAX_ABS_COORDINATE:.0e}; defenses expect "
-            "unit-sphere-scale clouds: normalise them, e.g. with benchmark.data.normalize_unit_sphere_np"
+            "unit-sphere-scale clouds: normalise them, e.g. with benchmark.core.data.normalize_unit_sphere_np"
         )
     return points
 
@@ -150,13 +150,15 @@ class DefenseContext:
         train: Callable[[], dict[str, Any]],
         *,
         force: bool = False,
+        uses_victim: bool = True,
     ) -> tuple[dict[str, Any], bool]:
         """Load ``module``'s trained state from the cache, or run ``train()`` and store it.
 
         The key hashes ``spec`` (the defense's parameters and training settings) with the
-        victim's weights hash, the training data fingerprint, the seed and the module's
-        parameter names and shapes. ``train()`` trains ``module`` in place and returns its
-        metadata (scores, epochs). A corrupt entry is reported once and retrained.
+        victim's weights hash (unless ``uses_victim`` is False: a part trained on clouds alone,
+        such as an upsampler, is reused across victims), the training data fingerprint, the seed
+        and the module's parameter names and shapes. ``train()`` trains ``module`` in place and
+        returns its metadata (scores, epochs). A corrupt entry is reported once and retrained.
 
         Returns:
             ``(meta, cached)``: the metadata and whether the state came from the cache.
@@ -166,28 +168,16 @@ class DefenseContext:
         key = {
             "defense": name,
             "spec": dict(spec),
-            "victim": self.victim_hash,
+            "victim": self.victim_hash if uses_victim else None,
             "dataset": self.train.fingerprint,
             "seed": self.seed,
             "arch": config_hash([(k, list(v.shape)) for k, v in module.state_dict().items()]),
         }
         path = entry_path(self.cache_dir, "defenses", f"{name}-{config_hash(key)}", ".safetensors")
-        if not force:
-            try:
-                state, meta = load_weights(path)
-                module.load_state_dict(state)
-                read_sidecar(path)
-                self.log(f"{name}: loaded cached training")
-                return meta, True
-            except FileNotFoundError:
-                pass
-            except (CorruptCacheError, RuntimeError) as err:
-                warnings.warn(f"{name}: cached state unusable ({err}); retraining", RuntimeWarning, stacklevel=2)
-        start = time.perf_counter()
-        meta = dict(train())
-        meta.setdefault("seconds", round(time.perf_counter() - start, 1))
-        save_weights(path, module.state_dict(), meta)
-        return meta, False
+        meta, cached, _ = cached_training(path, module, train, force=force, what=name)
+        if cached:
+            self.log(f"{name}: loaded cached training")
+        return meta, cached
 
 
 # --------------------------------------------------------------------------- defended models
@@ -282,18 +272,16 @@ class PreprocessedModel(DefendedModel):
         self.aligned = bool(aligned)
         self.generator = torch.Generator()
         self.reseed(seed)
-        self._straight_through = False
 
     def reseed(self, seed: int) -> None:
         self.generator.manual_seed(int(seed))
 
-    def defend(self, points: Tensor) -> Tensor:
-        """The preprocessed clouds ``[B, N', 3]``."""
+    def defend(self, points: Tensor, *, bpda: bool = False) -> Tensor:
+        """The preprocessed clouds ``[B, N', 3]``; ``bpda``: differentiated as the identity
+        (:func:`~defenses.gradients.straight_through`) instead of through the preprocessing."""
         points = self.checked(points)
         out = self.preprocess(points, self.generator)
-        if self._straight_through:
-            out = straight_through(points, out, aligned=self.aligned)
-        return out
+        return straight_through(points, out, aligned=self.aligned) if bpda else out
 
     def forward(self, points: Tensor) -> Tensor:
         return self.classifier(self.defend(points))
@@ -301,85 +289,10 @@ class PreprocessedModel(DefendedModel):
     def attackable(self, eot: int = 1) -> nn.Module:
         model: nn.Module = self
         if self.gradient == "bpda":
-            model = _StraightThroughView(self)
+            model = StraightThroughView(self)
         if self.randomized and eot > 1:
             model = ExpectationOverTransformation(model, eot)
         return model
-
-
-class _StraightThroughView(nn.Module):
-    """The same defended model, differentiated with BPDA (shares parameters and random stream)."""
-
-    def __init__(self, defended: PreprocessedModel) -> None:
-        super().__init__()
-        self.defended = defended
-        self.class_names = defended.class_names
-
-    def forward(self, points: Tensor) -> Tensor:
-        self.defended._straight_through = True
-        try:
-            return self.defended(points)
-        finally:
-            self.defended._straight_through = False
-
-
-class ExpectationOverTransformation(nn.Module):
-    """Mean logits over ``draws`` forwards of a randomised model (EOT, Athalye et al. 2018):
-    its gradient is the average of the draws' gradients."""
-
-    def __init__(self, model: nn.Module, draws: int) -> None:
-        super().__init__()
-        if draws < 1:
-            raise ValueError(f"EOT needs at least one draw; got {draws}")
-        self.model = model
-        self.draws = int(draws)
-        self.class_names = getattr(model, "class_names", ())
-
-    def forward(self, points: Tensor) -> Tensor:
-        return torch.stack([self.model(points) for _ in range(self.draws)]).mean(0)
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the defended cloud. Backward: the identity, mapped through nearest points."""
-
-    @staticmethod
-    def forward(ctx: Any, points: Tensor, defended: Tensor, aligned: bool) -> Tensor:
-        if aligned:
-            if defended.shape != points.shape:
-                raise ValueError(f"straight_through(aligned=True) needs the output shape of the input "
-                                 f"{tuple(points.shape)}; got {tuple(defended.shape)}")
-            ctx.index = None
-        else:  # each output point's gradient goes to its nearest input point
-            _, index = nearest_neighbor(defended.detach(), points.detach())
-            ctx.index = index
-        ctx.num_points = points.shape[1]
-        return defended.detach().clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        if ctx.index is None:
-            return grad, None, None
-        out = grad.new_zeros(grad.shape[0], ctx.num_points, 3)
-        out.scatter_add_(1, ctx.index.unsqueeze(-1).expand(-1, -1, 3), grad)
-        return out, None, None
-
-
-def straight_through(points: Tensor, defended: Tensor, aligned: bool = False) -> Tensor:
-    """BPDA: a tensor equal to ``defended`` whose gradient w.r.t. ``points`` is the identity.
-
-    Args:
-        points: ``[B, N, 3]`` the defense's input.
-        defended: ``[B, M, 3]`` the defense's output (``M`` may differ from ``N``).
-        aligned: output point ``i`` is input point ``i`` moved (same shape, same order, e.g.
-            jitter): the gradient passes through unchanged. Otherwise (the default: SOR
-            moves the kept points to the front, DUP-Net and IF-Defense resample) each output
-            point's gradient is added to its nearest input point, which is the identity on the
-            points the defense kept or moved a little.
-
-    Returns:
-        ``[B, M, 3]`` equal to ``defended``.
-    """
-    return _StraightThrough.apply(points, defended, bool(aligned))
 
 
 # --------------------------------------------------------------------------- defenses
@@ -400,7 +313,7 @@ class Defense:
 
     def __post_init__(self) -> None:
         """Check every hyperparameter against the domain its field declares
-        (``benchmark.params``); subclasses with checks of their own call this first."""
+        (``benchmark.core.params``); subclasses with checks of their own call this first."""
         check_fields(self)
 
     def prepare(self, ctx: DefenseContext) -> nn.Module:
@@ -452,7 +365,7 @@ class ModelDefense(Defense):
 
 def _registered_name(defense: object) -> str:
     """The name ``defense`` was built under (``build_defense``), else its class's first entry."""
-    from benchmark.registry import DEFENSES
+    from benchmark.core.registry import DEFENSES
 
     if getattr(defense, "registry_name", None):
         return defense.registry_name

@@ -53,11 +53,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmark.data import PointCloudDataset
-from benchmark.data import primitives as prim
-from benchmark.geometry import chamfer_distance, farthest_point_sample, index_points, knn, knn_indices
-from benchmark.training import fit
-from benchmark.params import count, nonnegative, param
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.data import primitives as prim
+from benchmark.core.geometry import chamfer_distance, farthest_point_sample, index_points, knn, knn_indices
+from benchmark.core.training import fit
+from benchmark.core.params import count, nonnegative, param
 from defenses import register_defense
 from defenses.base import DefenseContext, PreprocessDefense
 from defenses.sor import resample_kept, sor_mask
@@ -80,7 +80,7 @@ def dense_surface_samples(shapes: Any, num_points: int, seed: int = 0) -> np.nda
     """Fresh area-uniform surface samples of SynthShapes objects, in their clouds' frame.
 
     Args:
-        shapes: a ``benchmark.data.synthshapes.ShapeBank`` of ``M`` objects (a dataset's
+        shapes: a ``benchmark.core.data.synthshapes.ShapeBank`` of ``M`` objects (a dataset's
             ``extras["shapes"]``).
         num_points: samples per object.
         seed: seed of the draws.
@@ -290,7 +290,8 @@ class DUPNet(PreprocessDefense):
             spec = {**self.params(), "training": dataclasses.asdict(cfg)}
             spec.pop("pretrained")
             spec.pop("output_points")  # inference only: the trained PU-Net does not depend on it
-            meta, cached = ctx.cached_training("dup-net", model, spec, lambda: self._train(model, ctx, cfg))
+            meta, cached = ctx.cached_training("dup-net", model, spec, lambda: self._train(model, ctx, cfg),
+                                               uses_victim=False)  # PU-Net learns from clouds alone
             self.meta = {"source": "trained", **meta, "cached": cached}
             ctx.log(f"dup-net: PU-Net {'from the cache' if cached else 'trained'} "
                     f"(Chamfer+repulsion loss {meta.get('loss_before', float('nan')):.4f} -> "

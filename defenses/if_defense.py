@@ -63,7 +63,7 @@ prediction (= the occupied fraction of the cube).
 Adaptive protocol (``adaptive``):
 
 - ``"bpda"`` (default): the restoration is differentiated as the identity, each output
-  point's gradient going to its nearest input point (``defenses.base.straight_through``:
+  point's gradient going to its nearest input point (``defenses.gradients.straight_through``:
   output point ``i`` is not input point ``i``, even when both clouds have 1,024 points).
 - ``"unroll"``: the forward value is the full restoration, and the gradient is that of the
   first ``unroll_steps`` (5) Adam steps, differentiated exactly (``create_graph``) through
@@ -81,19 +81,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.data import PointCloudDataset
-from benchmark.geometry import index_points, knn, knn_indices, normalize_unit_sphere
-from benchmark.training import fit
-from benchmark.params import choice, count, fraction, nonnegative, param, positive
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.geometry import index_points, knn, knn_indices, normalize_unit_sphere
+from benchmark.core.params import choice, count, fraction, nonnegative, param, positive
 from defenses import register_defense
 from defenses.base import DefenseContext, PreprocessDefense, PreprocessedModel
 from defenses.sor import sor_mask
-from models.occnet import ConvOccupancyNetwork, load_occnet_weights, occupancy_batch, occupancy_iou
+from models.occnet import ConvOccupancyNetwork, load_occnet_weights, train_occupancy
 
 __all__ = [
     "ADAPTIVE_MODES",
@@ -384,7 +382,8 @@ class IFDefense(PreprocessDefense):
             cfg = ctx.train_config("if-defense")
             spec = {k: v for k, v in self.params().items() if k not in self._INFERENCE_ONLY}
             spec["training"] = dataclasses.asdict(cfg)
-            meta, cached = ctx.cached_training("if-defense", model, spec, lambda: self._train(model, ctx, cfg))
+            meta, cached = ctx.cached_training("if-defense", model, spec, lambda: self._train(model, ctx, cfg),
+                                               uses_victim=False)  # occupancy from shapes alone
             self.meta = {"source": "trained", **meta, "cached": cached, "parameters": params}
             ctx.log(f"if-defense: occupancy network {'from the cache' if cached else 'trained'} "
                     f"(IoU {meta.get('iou', float('nan')):.3f} on {meta.get('iou_clouds', 0)} held-out shapes; "
@@ -392,48 +391,14 @@ class IFDefense(PreprocessDefense):
         self.network = model.to(ctx.device).eval().requires_grad_(False)
 
     def _train(self, model: ConvOccupancyNetwork, ctx: DefenseContext, cfg: Any) -> dict[str, Any]:
-        """Train ``model`` in place on occupancy BCE over the SynthShapes solids; returns the metadata."""
-        data = ctx.train
-        inside = data.extras["shapes"].contains(data.points[:8], margin=-0.02, indices=np.arange(min(8, len(data))))
-        if float(inside.mean()) < 0.9:  # the clouds must lie on the surfaces of their solids
-            raise ValueError(
-                f"if-defense: the training set's shapes do not describe its clouds (only {inside.mean():.0%} of the "
-                f"points lie within 0.02 of their solids); pass ConvONet weights with "
-                f"--set defenses.if-defense.pretrained=/path/to/convonet.pth"
-            )
-        order = np.random.default_rng(ctx.seed).permutation(len(data))
-        held = min(self.iou_clouds, max(0, len(data) - 1))
-        rest = order[held:]
-        if self.train_clouds is not None:
-            rest = rest[: max(1, self.train_clouds)]
-        train, probe = data.subset(np.sort(rest)), data.subset(np.sort(order[:held]))
-        cfg = dataclasses.replace(cfg, scale_low=1.0, scale_high=1.0, jitter=0.0, rotate=False,
-                                  batch_size=max(1, min(cfg.batch_size, len(train))))
-        rng = np.random.default_rng([ctx.seed, 7])
-        options = {"input_points": self.input_points, "input_noise": self.input_noise,
-                   "padding_scale": self.padding_scale, "cube_padding": model.config["padding"]}
-        shapes = train.extras["shapes"]
-        model.to(ctx.device)
-
-        def step(points: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
-            idx = indices.numpy()
-            inputs, query, occ = occupancy_batch(train.points[idx], shapes.subset(idx), rng,
-                                                 queries=self.train_queries, near_surface=self.near_surface,
-                                                 near_sigma=self.near_sigma, **options)
-            logits = model(inputs.to(ctx.device), query.to(ctx.device))
-            return F.binary_cross_entropy_with_logits(logits, occ.to(ctx.device))
-
-        result = fit(model, train, cfg, step, device=ctx.device, seed=ctx.seed,
-                     description="if-defense occupancy network", progress=ctx.progress, log=ctx.log)
-        meta: dict[str, Any] = {"clouds": len(train), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                                "train_loss": result.train_loss, "seconds": round(result.seconds, 1),
-                                "iou_clouds": held}
-        if held:
-            model.eval()
-            iou, fraction = occupancy_iou(model, probe.points, probe.extras["shapes"], seed=ctx.seed + 1,
-                                          queries=self.iou_queries, threshold=self.threshold, **options)
-            meta.update(iou=float(iou.mean()), iou_min=float(iou.min()), iou_all_inside=float(fraction.mean()))
-        return meta
+        """Train ``model`` in place on the training split's solids (:func:`models.occnet.train_occupancy`)."""
+        return train_occupancy(
+            model, ctx.train, cfg, seed=ctx.seed, device=ctx.device, progress=ctx.progress, log=ctx.log,
+            input_points=self.input_points, input_noise=self.input_noise, padding_scale=self.padding_scale,
+            queries=self.train_queries, near_surface=self.near_surface, near_sigma=self.near_sigma,
+            train_clouds=self.train_clouds, iou_clouds=self.iou_clouds, iou_queries=self.iou_queries,
+            threshold=self.threshold,
+        )
 
     def prepare(self, ctx: DefenseContext) -> nn.Module:
         """The defended victim; its ``meta`` says where the network came from and its IoU."""

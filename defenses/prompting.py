@@ -18,7 +18,7 @@ import inspect
 import torch
 from torch import Tensor, nn
 
-from benchmark.registry import MODELS
+from benchmark.core.registry import MODELS
 from models.heads import EmbeddingClassifier  # noqa: F401 - importing models registers the families
 
 __all__ = ["PointPrompt", "PromptedClassifier", "prompt_capable_models", "supports_prompts"]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchmark.geometry import index_points, knn
-from benchmark.params import count, param
+from benchmark.core.geometry import index_points, knn
+from benchmark.core.params import count, param
 from defenses import register_defense
 from defenses.base import PreprocessDefense, check_points
 

@@ -7,8 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from benchmark.geometry import index_points
-from benchmark.params import count
+from benchmark.core.geometry import index_points
+from benchmark.core.params import count
 from defenses import register_defense
 from defenses.base import PreprocessDefense, check_points
 

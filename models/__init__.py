@@ -5,7 +5,7 @@ Register a new model with ``@register_model("name")`` on a builder returning an
 ``nn.Module`` (``[B, N, 3] -> logits [B, C]`` for classifiers); ``bench list models`` shows it.
 ``models.zoo`` trains or loads them (imported on demand: it pulls in the training stack).
 """
-from benchmark.registry import MODELS
+from benchmark.core.registry import MODELS
 
 register_model = MODELS.register
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.registry import UnknownNameError, close_matches_hint
+from benchmark.core.registry import UnknownNameError, close_matches_hint
 from models import register_model
 
 __all__ = [

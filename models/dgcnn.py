@@ -21,7 +21,7 @@ whose BN scale is negative) without autograd, and only the winners are gathered 
 gradient: the same numbers and input gradients, without normalising, activating or
 keeping the ``[B, N, k, out]`` edge tensor for backward.
 
-Floor 1: imports torch, ``benchmark.geometry`` and ``models`` only.
+Floor 1: imports torch, ``benchmark.core.geometry`` and ``models`` only.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.geometry import index_points, knn_indices
+from benchmark.core.geometry import index_points, knn_indices
 from models import register_model
 
 __all__ = ["DGCNN", "EdgeConv", "dgcnn", "dgcnn_small", "feature_knn"]
@@ -46,7 +46,7 @@ def feature_knn(x: Tensor, k: int) -> Tensor:
     """Indices of the k nearest neighbours of every point, in any feature dimension.
 
     The point itself is its own nearest neighbour (distance 0), as in the reference DGCNN;
-    ``benchmark.geometry.knn_indices`` bounds memory by chunking and selects by ``topk``.
+    ``benchmark.core.geometry.knn_indices`` bounds memory by chunking and selects by ``topk``.
 
     Args:
         x: ``[B, N, D]`` float features.

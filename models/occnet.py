@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,7 @@ __all__ = [
     "occupancy_batch",
     "occupancy_iou",
     "sample_planes",
+    "train_occupancy",
 ]
 
 #: The three feature planes and the coordinate axes each one keeps (ConvONet's order).
@@ -410,6 +411,78 @@ def occupancy_iou(
 
 
 # --------------------------------------------------------------------------- weights
+
+
+def train_occupancy(
+    model: ConvOccupancyNetwork,
+    data: Any,
+    cfg: Any,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    input_points: int = 600,
+    input_noise: float = 0.005,
+    padding_scale: float = 0.9,
+    queries: int = 4096,
+    near_surface: float = 0.5,
+    near_sigma: float = 0.02,
+    train_clouds: int | None = None,
+    iou_clouds: int = 32,
+    iou_queries: int = 8192,
+    threshold: float = 0.2,
+) -> dict[str, Any]:
+    """Train ``model`` in place on occupancy BCE over the solids of ``data`` (a SynthShapes split,
+    whose ``extras["shapes"]`` answers "is this point inside?"); returns the metadata.
+
+    ``iou_clouds`` clouds are held out and the network's IoU is measured on them
+    (:func:`occupancy_iou`); ``train_clouds`` caps the rest. ``cfg`` is the
+    ``benchmark.core.config.TrainConfig`` (``training.if-defense``); point augmentations are off (the
+    labels come from the unaugmented solids). The other arguments are :func:`occupancy_batch`'s.
+    """
+    import dataclasses
+
+    from benchmark.core.training import fit
+
+    inside = data.extras["shapes"].contains(data.points[:8], margin=-0.02, indices=np.arange(min(8, len(data))))
+    if float(inside.mean()) < 0.9:  # the clouds must lie on the surfaces of their solids
+        raise ValueError(
+            f"if-defense: the training set's shapes do not describe its clouds (only {inside.mean():.0%} of the "
+            f"points lie within 0.02 of their solids); pass ConvONet weights with "
+            f"--set defenses.if-defense.pretrained=/path/to/convonet.pth"
+        )
+    order = np.random.default_rng(seed).permutation(len(data))
+    held = min(iou_clouds, max(0, len(data) - 1))
+    rest = order[held:]
+    if train_clouds is not None:
+        rest = rest[: max(1, train_clouds)]
+    train, probe = data.subset(np.sort(rest)), data.subset(np.sort(order[:held]))
+    cfg = dataclasses.replace(cfg, scale_low=1.0, scale_high=1.0, jitter=0.0, rotate=False, point_dropout=0.0,
+                              outliers=0.0, batch_size=max(1, min(cfg.batch_size, len(train))))
+    rng = np.random.default_rng([seed, 7])
+    options = {"input_points": input_points, "input_noise": input_noise, "padding_scale": padding_scale,
+               "cube_padding": model.config["padding"]}
+    shapes = train.extras["shapes"]
+    model.to(device)
+
+    def step(points: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
+        idx = indices.numpy()
+        inputs, query, occ = occupancy_batch(train.points[idx], shapes.subset(idx), rng, queries=queries,
+                                             near_surface=near_surface, near_sigma=near_sigma, **options)
+        logits = model(inputs.to(device), query.to(device))
+        return F.binary_cross_entropy_with_logits(logits, occ.to(device))
+
+    result = fit(model, train, cfg, step, device=device, seed=seed, description="if-defense occupancy network",
+                 progress=progress, log=log)
+    meta: dict[str, Any] = {"clouds": len(train), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                            "train_loss": result.train_loss, "seconds": round(result.seconds, 1), "iou_clouds": held}
+    if held:
+        model.eval()
+        iou, fraction = occupancy_iou(model, probe.points, probe.extras["shapes"], seed=seed + 1,
+                                      queries=iou_queries, threshold=threshold, **options)
+        meta.update(iou=float(iou.mean()), iou_min=float(iou.min()), iou_all_inside=float(fraction.mean()))
+    return meta
 
 
 def load_occnet_weights(model: ConvOccupancyNetwork, path: str | os.PathLike[str]) -> ConvOccupancyNetwork:

@@ -10,7 +10,7 @@ before the first block, with a zero positional embedding; ``prompts=None`` is th
 encoder. The registered variants at the bottom return an
 :class:`~models.heads.EmbeddingClassifier` (the encoder plus a linear or text-embedding head).
 
-Floor 1: imports torch, ``benchmark.geometry`` and ``models`` only.
+Floor 1: imports torch, ``benchmark.core.geometry`` and ``models`` only.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.geometry import farthest_point_sample, index_points, knn
+from benchmark.core.geometry import farthest_point_sample, index_points, knn
 from models import register_model
 from models.heads import EmbeddingClassifier, make_head
 

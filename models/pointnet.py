@@ -14,7 +14,7 @@ The feature-transform matrix of the last forward is kept in ``last_feature_trans
 ``regularization_loss()`` turns it into the paper's training term
 ``0.001 * feature_transform_regularizer(A)`` (the model zoo's training step adds it).
 
-Floor 1: imports torch, ``benchmark.geometry`` and ``models`` only.
+Floor 1: imports torch, ``benchmark.core.geometry`` and ``models`` only.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ Deviations from the CUDA reference, both for clouds the reference never sees:
 - a cloud with fewer points than an SA layer's centres uses all its points as centres
   (attacks may drop points; the reference would fail).
 
-Floor 1: imports torch, ``benchmark.geometry`` and ``models`` only.
+Floor 1: imports torch, ``benchmark.core.geometry`` and ``models`` only.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from benchmark.geometry import farthest_point_sample, index_points, knn
+from benchmark.core.geometry import farthest_point_sample, index_points, knn
 from models import register_model
 
 from .pointnet import MLPHead, PointwiseMLP
@@ -46,7 +46,7 @@ SSG_LAYERS: tuple[tuple[int, float, int, tuple[int, ...]], ...] = (
 def ball_query(xyz: Tensor, centres: Tensor, radius: float, nsample: int) -> Tensor:
     """Up to ``nsample`` points of ``xyz`` within ``radius`` of each centre, padded with the first.
 
-    Vectorised as a k-NN query (``benchmark.geometry.knn``, indices without autograd):
+    Vectorised as a k-NN query (``benchmark.core.geometry.knn``, indices without autograd):
     the ``nsample`` nearest points, nearest first; those farther than ``radius`` (and
     the missing columns when ``N < nsample``) are replaced by the nearest point, as the
     reference pads with the first point it found. The nearest point is kept even when

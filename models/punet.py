@@ -35,7 +35,7 @@ When a cloud has ``n != num_points`` points, the centres scale with it (``n``, `
 surface), so every ball holds about as many points as at the trained size
 (:meth:`PUNet.level_sizes`).
 
-Floor 1: imports torch, ``benchmark.geometry`` and ``models`` only.
+Floor 1: imports torch, ``benchmark.core.geometry`` and ``models`` only.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from benchmark.geometry import farthest_point_sample, index_points
+from benchmark.core.geometry import farthest_point_sample, index_points
 from models import register_model
 from models.checkpoints import load_state_dict_file
 

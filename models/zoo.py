@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +36,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmark.cache import CorruptCacheError, entry_path, file_sha256, load_weights, read_sidecar, save_weights
-from benchmark.config import TrainConfig, config_hash
-from benchmark.data import PointCloudDataset
-from benchmark.env import package_versions
-from benchmark.geometry import chamfer_distance
-from benchmark.projection import DepthProjector, ProjectionConfig
-from benchmark.registry import MODELS
-from benchmark.training import classification_step, evaluate_accuracy, fit, split_indices, split_validation
+from benchmark.core.cache import cached_training, entry_path, file_sha256
+from benchmark.core.config import TrainConfig, config_hash
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.env import package_versions
+from benchmark.core.geometry import chamfer_distance
+from benchmark.core.projection import DepthProjector, ProjectionConfig
+from benchmark.core.registry import MODELS
+from benchmark.core.training import classification_step, evaluate_accuracy, fit, split_indices, split_validation
 
 from .autoencoder import PointCloudAutoencoder
 from .clip import ClipTeacher, encode_text_classes
@@ -192,30 +191,24 @@ class Zoo:
             model = model.to(self.ctx.device).freeze()
             return ZooModel(name, model, file_sha256(path), {"checkpoint": str(path)}, cached=True)
         path = entry_path(self.ctx.cache_dir, "weights", self._key(name, model), ".safetensors")
-        if not self.ctx.force:
-            try:
-                state, meta = load_weights(path)
-                model.load_state_dict(state)
-                record = read_sidecar(path)
-                self.ctx.log(f"{name}: loaded cached weights ({describe_score(meta)})")
-                return ZooModel(name, model.to(self.ctx.device).eval(), record["sha256"], meta, cached=True)
-            except FileNotFoundError:
-                pass
-            except (CorruptCacheError, RuntimeError) as err:
-                warnings.warn(f"{name}: cached weights unusable ({err}); retraining", RuntimeWarning, stacklevel=2)
         model = model.to(self.ctx.device)
-        start = time.perf_counter()
-        meta = self._train(name, model)
-        meta.update(
-            trained_on=self.training_data(name).fingerprint,
-            seconds=round(time.perf_counter() - start, 1),
-            params=sum(p.numel() for p in model.parameters()),
-            device=str(self.ctx.device),
-            versions={k: v for k, v in package_versions().items() if k in ("pcrb", "torch", "open_clip_torch")},
-        )
-        save_weights(path, model.state_dict(), meta)
-        self.ctx.log(f"{name}: trained in {meta['seconds']:.0f} s ({describe_score(meta)})")
-        return ZooModel(name, model.eval(), read_sidecar(path)["sha256"], meta, cached=False)
+
+        def train() -> dict[str, Any]:
+            start = time.perf_counter()
+            meta = self._train(name, model)
+            meta.update(
+                trained_on=self.training_data(name).fingerprint,
+                seconds=round(time.perf_counter() - start, 1),
+                params=sum(p.numel() for p in model.parameters()),
+                device=str(self.ctx.device),
+                versions={k: v for k, v in package_versions().items() if k in ("pcrb", "torch", "open_clip_torch")},
+            )
+            return meta
+
+        meta, cached, sha256 = cached_training(path, model, train, force=self.ctx.force, what=name)
+        self.ctx.log(f"{name}: loaded cached weights ({describe_score(meta)})" if cached
+                     else f"{name}: trained in {meta['seconds']:.0f} s ({describe_score(meta)})")
+        return ZooModel(name, model.eval(), sha256, meta, cached=cached)
 
     def _train(self, name: str, model: nn.Module) -> dict[str, Any]:
         cfg = self.ctx.train_config(name)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from attacks import ATTACKS
 from attacks.add import AddCD, AddHD, critical_point_indices
-from benchmark.geometry import chamfer_distance, hausdorff_distance
+from benchmark.core.geometry import chamfer_distance, hausdorff_distance
 from tiny_models import TinyPointNet, frozen
 
 N = 64

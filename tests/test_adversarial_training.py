@@ -9,9 +9,9 @@ import torch
 from tiny_models import TinyPointNet
 
 from attacks.pgd import PGD
-from benchmark.config import TrainConfig
-from benchmark.data import load_dataset
-from benchmark.training import classification_step, fit
+from benchmark.core.config import TrainConfig
+from benchmark.core.data import load_dataset
+from benchmark.core.training import classification_step, fit
 from defenses.adversarial_training import PGDAT, robust_accuracy
 from defenses.mrpd import PromptAT
 from defenses.base import DefendedModel, DefenseContext

@@ -1,4 +1,4 @@
-"""Specification of benchmark.cache: atomic, checksummed entries that are recomputed when corrupt."""
+"""Specification of benchmark.core.cache: atomic, checksummed entries that are recomputed when corrupt."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.cache import (
+from benchmark.core.cache import (
     CorruptCacheError,
     atomic_write,
     cached_arrays,

@@ -1,7 +1,7 @@
 """Specification of the ``bench`` command line, run as a user runs it: ``python -m benchmark ...``.
 
 Each test starts a real process (a few seconds with torch), so there are few of them and
-each checks one behaviour a user relies on. Exit status: 0 ok, 2 user error, 3 not yet available.
+each checks one behaviour a user relies on. Exit status: 0 ok, 2 user error, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -110,6 +110,14 @@ def test_info_reports_torch_the_tuned_allocator_and_the_cache_dir(bench):
     assert str(bench.cache) in proc.stdout
 
 
+def test_info_shows_the_thread_count_the_launcher_chose_and_why(bench):
+    proc = bench("info", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"cpu threads\s+.*1 \(--threads\)", proc.stdout), proc.stdout
+    bad = bench("run", "--threads", "0", "--print-config")
+    assert bad.returncode == 2 and "--threads must be >= 1" in bad.stderr
+
+
 # -------------------------------------------------------------------------------------- run
 
 
@@ -144,19 +152,6 @@ def test_run_on_cuda_without_a_gpu_is_a_user_error_naming_the_fix(bench):
     proc = bench("run", "--profile", "smoke", "--device", "cuda")
     assert_user_error(proc)
     assert "--device cpu" in proc.stderr
-
-
-def test_a_planned_defense_says_not_yet_available_before_any_work(tmp_path, monkeypatch, capsys):
-    import benchmark.cli as cli
-
-    # every promised defense exists now: stand in a planned one
-    monkeypatch.setitem(cli.PLANNED, "defenses", ("future-defense",))
-    monkeypatch.setenv("PCRB_CACHE_DIR", str(tmp_path / "cache"))
-    status = cli.main(["run", "--profile", "smoke", "--defense", "future-defense", "--attack", "all",
-                       "--out", str(tmp_path / "out"), "--no-progress"])
-    assert status == 3
-    assert "not yet available" in capsys.readouterr().err
-    assert not list((tmp_path / "cache").glob("weights/*"))  # nothing trained for a run that cannot finish
 
 
 # -------------------------------------------------------------------------- console script

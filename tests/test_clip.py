@@ -6,7 +6,7 @@ import socket
 import pytest
 import torch
 
-from benchmark.registry import MODELS, UnknownNameError
+from benchmark.core.registry import MODELS, UnknownNameError
 from models.clip import (
     ClipTeacher,
     MissingClipWeightsError,

@@ -1,4 +1,4 @@
-"""Specification of benchmark.config: profiles, merge order, --set parsing, errors and the config hash."""
+"""Specification of benchmark.core.config: profiles, merge order, --set parsing, errors and the config hash."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pytest
 
-from benchmark.config import (
+from benchmark.core.config import (
     ConfigError,
     RunConfig,
     available_profiles,
@@ -19,7 +19,7 @@ from benchmark.config import (
     resolve_config,
     to_jsonable,
 )
-from benchmark.registry import Registry
+from benchmark.core.registry import Registry
 
 
 def write_yaml(folder: Path, text: str, name: str = "user.yaml") -> Path:
@@ -320,8 +320,8 @@ def test_non_finite_floats_hash_differently_from_their_spelling_as_strings():
 def test_every_shipped_profile_names_only_real_parameters(profile):
     import attacks  # noqa: F401  (registers the attacks)
     import models  # noqa: F401
-    from benchmark.config import check_params
-    from benchmark.registry import ATTACKS, MODELS
+    from benchmark.core.config import check_params
+    from benchmark.core.registry import ATTACKS, MODELS
 
     cfg = resolve_config(profile)
     check_params("attacks", cfg.attacks, ATTACKS)

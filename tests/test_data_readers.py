@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data import DATASETS, DatasetError, load_dataset
-from benchmark.geometry import farthest_point_sample
+from benchmark.core.data import DATASETS, DatasetError, load_dataset
+from benchmark.core.geometry import farthest_point_sample
 
 MODELNET40 = (
     "airplane bathtub bed bench bookshelf bottle bowl car chair cone cup curtain desk door dresser "

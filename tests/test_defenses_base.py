@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.data import load_dataset
-from benchmark.training import evaluate_accuracy
+from benchmark.core.data import load_dataset
+from benchmark.core.training import evaluate_accuracy
 from defenses import DEFENSES, DefenseContext, DefendedModel, PreprocessDefense, build_defense, register_defense
 from defenses.base import ExpectationOverTransformation, as_defended, check_points, inference_cost, straight_through
 from defenses.sor import resample_kept, sor_mask
@@ -314,6 +314,23 @@ def test_cached_training_stores_and_reloads(tmp_path):
     assert len(calls) == 2
 
 
+def test_a_part_trained_without_the_victim_is_reused_across_victims(tmp_path):
+    data = load_dataset("synthshapes", "train", num_points=64, options={"train_size": 33, "classes": ["chair", "cup", "lamp"]})
+    calls = []
+
+    def train():
+        calls.append(1)
+        return {"score": 1.0}
+
+    for victim_hash in ("victim-a", "victim-b"):
+        ctx = ctx_for(nn.Identity(), data, cache_dir=tmp_path, log=lambda m: None, victim_hash=victim_hash)
+        ctx.cached_training("part", nn.Linear(3, 2), {"a": 1}, train, uses_victim=False)
+    assert len(calls) == 1  # the second victim loads the first one's entry
+    ctx = ctx_for(nn.Identity(), data, cache_dir=tmp_path, log=lambda m: None, victim_hash="victim-c")
+    assert not ctx.cached_training("part", nn.Linear(3, 2), {"a": 1}, train)[1]  # by default the victim counts
+    assert len(calls) == 2
+
+
 # --------------------------------------------------------------------------- accuracy on trained victim
 
 
@@ -342,3 +359,36 @@ def test_defenses_keep_clean_accuracy(trained_victim, name, params):
     model = build_defense(name, **params)(ctx_for(victim, train))
     acc = evaluate_accuracy(model, test)
     assert acc >= base - 0.08, f"{name}: {acc:.3f} vs bare {base:.3f}"
+
+
+def test_bpda_views_are_reentrant_beside_plain_forwards():
+    """A BPDA view switches nothing on the shared defense: a plain forward running at the same
+    time (another thread, here held inside the preprocessing together with the view's) still
+    differentiates through the preprocessing."""
+    import threading
+
+    from defenses.base import PreprocessedModel
+
+    inside = threading.Barrier(2, timeout=10)
+
+    def double(points, generator):
+        inside.wait()  # both forwards are inside the preprocessing at once
+        return points * 2
+
+    defended = PreprocessedModel(nn.Identity(), double, gradient="bpda", aligned=True)
+    view = defended.attackable()
+    grads = {}
+
+    def gradient(name, model):
+        x = torch.ones(1, 4, 3, requires_grad=True)
+        model(x).sum().backward()
+        grads[name] = x.grad
+
+    threads = [threading.Thread(target=gradient, args=("bpda", view)),
+               threading.Thread(target=gradient, args=("plain", defended))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert torch.equal(grads["plain"], torch.full((1, 4, 3), 2.0))  # through the preprocessing
+    assert torch.equal(grads["bpda"], torch.ones(1, 4, 3))  # straight through

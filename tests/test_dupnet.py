@@ -9,10 +9,10 @@ import pytest
 import torch
 from tiny_models import C, TinyPointNet, frozen, unit_clouds
 
-from benchmark.config import TrainConfig
-from benchmark.data import PointCloudDataset, load_dataset
-from benchmark.geometry import chamfer_distance
-from benchmark.registry import DEFENSES
+from benchmark.core.config import TrainConfig
+from benchmark.core.data import PointCloudDataset, load_dataset
+from benchmark.core.geometry import chamfer_distance
+from benchmark.core.registry import DEFENSES
 from defenses.base import DefenseContext
 from defenses.dupnet import (
     DUPNet,

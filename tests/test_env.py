@@ -1,4 +1,4 @@
-"""Specification of benchmark.env: the allocator tunables the launcher applies, and device resolution."""
+"""Specification of benchmark.core.env: the allocator tunables the launcher applies, and device resolution."""
 from __future__ import annotations
 
 import platform
@@ -7,13 +7,17 @@ import sys
 import pytest
 import torch
 
-from benchmark.env import (
+from benchmark.__main__ import requested_threads
+from benchmark.core.env import (
     GLIBC_MALLOC_TUNABLES,
     DeviceError,
     allocator_status,
+    busy_cpus,
+    choose_threads,
     package_versions,
     resolve_device,
     tuned_environment,
+    usable_cpus,
 )
 
 glibc_linux = pytest.mark.skipif(
@@ -158,8 +162,45 @@ def test_package_versions_name_python_pcrb_and_torch():
 
 
 def test_a_tuned_flag_of_zero_means_not_yet_tuned():
-    from benchmark.env import tuned_environment
+    from benchmark.core.env import tuned_environment
 
     env = tuned_environment({"PCRB_ALLOCATOR_TUNED": "0", "PATH": "/usr/bin"})
     if env is not None:  # None only off glibc Linux
         assert env["PCRB_ALLOCATOR_TUNED"] == "1"
+
+
+# ------------------------------------------------------------------------ threads
+
+
+def test_threads_the_user_asked_for_win_then_omp_num_threads():
+    assert choose_threads(3, {"OMP_NUM_THREADS": "1"}, cpus=2, busy=0).threads == 3
+    choice = choose_threads(None, {"OMP_NUM_THREADS": "1"}, cpus=8, busy=0)
+    assert (choice.threads, choice.reason) == (1, "OMP_NUM_THREADS")
+    with pytest.raises(ValueError, match="threads"):
+        choose_threads(0, {})
+
+
+@pytest.mark.parametrize(("cpus", "busy", "expected"), [(2, 0.0, 2), (2, 2.0, 1), (8, 3.0, 5), (4, 0.4, 4),
+                                                        (4, 9.0, 1), (1, 0.0, 1)])
+def test_without_a_request_the_free_usable_cpus_are_used(cpus, busy, expected):
+    choice = choose_threads(None, {}, cpus=cpus, busy=busy)
+    assert choice.threads == expected and f"{cpus} usable CPU" in choice.reason
+    assert ("--threads" in choice.reason) == (expected != cpus)  # a reduced choice says how to override it
+
+
+def test_busy_cpus_counts_runnable_tasks_other_than_this_one(tmp_path):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("1.52 0.80 0.40 3/412 12345\n")  # 3 runnable, this process among them
+    assert busy_cpus(samples=3, interval=0.0, loadavg=str(loadavg)) == 2.0
+    loadavg.write_text("0.00 0.00 0.00 1/412 12345\n")
+    assert busy_cpus(samples=1, interval=0.0, loadavg=str(loadavg)) == 0.0
+    assert busy_cpus(samples=1, interval=0.0, loadavg=str(tmp_path / "absent")) >= 0.0  # load-average fallback
+    assert 1 <= usable_cpus()
+
+
+def test_the_launcher_reads_threads_anywhere_on_the_command_line():
+    assert requested_threads(["run", "--threads", "2", "--defense", "none"]) == 2
+    assert requested_threads(["--threads=1", "info"]) == 1
+    assert requested_threads(["run", "--defense", "none"]) is None
+    with pytest.raises(ValueError, match="whole number"):
+        requested_threads(["run", "--threads", "two"])

@@ -42,9 +42,9 @@ from torch import nn
 from attacks.crafting import PARTS_KIND, craft, crafting_key
 from attacks.invariance import compare_results
 from attacks.pgd import PGD
-from benchmark.cache import cached_features, load_arrays
-from benchmark.config import TrainConfig
-from benchmark.data import load_dataset
+from benchmark.core.cache import cached_features, load_arrays
+from benchmark.core.config import TrainConfig
+from benchmark.core.data import load_dataset
 from benchmark.store import ResultStore
 from defenses.base import DefenseContext
 from models.zoo import Zoo, ZooContext

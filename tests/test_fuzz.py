@@ -29,9 +29,9 @@ import attacks  # noqa: F401 - registers the attack families
 from attacks.base import MAX_ABS_COORDINATE, AttackResult
 from attacks.cw import CW
 from attacks.pgd import FGM, PGD
-from benchmark.data import DatasetError, load_dataset
-from benchmark.data.hdf5 import read_h5_clouds
-from benchmark.registry import ATTACKS
+from benchmark.core.data import DatasetError, load_dataset
+from benchmark.core.data.hdf5 import read_h5_clouds
+from benchmark.core.registry import ATTACKS
 from defenses import build_defense
 from defenses.base import DefenseContext, check_points
 from tiny_models import C, TinyPointNet, frozen, unit_clouds

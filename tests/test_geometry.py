@@ -1,4 +1,4 @@
-"""Specification of benchmark.geometry: every op against a brute-force loop reference."""
+"""Specification of benchmark.core.geometry: every op against a brute-force loop reference."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.geometry import (
+from benchmark.core.geometry import (
     chamfer_distance,
     estimate_normals,
     farthest_point_sample,
@@ -366,3 +366,33 @@ def test_estimate_normals_on_a_sphere_point_outward():
 def test_estimate_normals_rejects_k_below_three():
     with pytest.raises(ValueError, match="k must be"):
         estimate_normals(cloud(1, 10), k=2)
+
+
+@pytest.mark.parametrize("move", [0.0, 0.02, 0.3])
+def test_reference_neighbours_answer_as_the_full_searches(move):
+    """Candidate searches equal nearest_neighbor / knn (values and gradients), also where large
+    moves send points to the full search."""
+    from benchmark.core.geometry import ReferenceNeighbours
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(3, 200, 3, generator=g) * 2 - 1
+    step = torch.randn(3, 200, 3, generator=g)
+    adv = (ref + move * step / step.norm(dim=-1, keepdim=True) * torch.rand(3, 200, 1, generator=g))
+    local = ReferenceNeighbours(ref, m=16)
+    a = adv.clone().requires_grad_(True)
+    b = adv.clone().requires_grad_(True)
+    d_local = local.nearest_reference(a)[0]
+    d_full = nearest_neighbor(b, ref)[0]
+    torch.testing.assert_close(d_local, d_full)
+    _, k_local = local.knn_within(a, 4)
+    _, k_full = knn(b, 4, exclude_self=True)
+    torch.testing.assert_close(k_local, k_full)
+    (d_local.sum() + k_local.sum()).backward()
+    (d_full.sum() + k_full.sum()).backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    rows = torch.tensor([2, 0])
+    torch.testing.assert_close(local.knn_within(adv[rows], 4, rows)[1], knn(adv[rows], 4, exclude_self=True)[1])
+    if move >= 0.3:
+        assert local.fallbacks > 0  # the bound failed somewhere and the full search answered
+    with pytest.raises(ValueError, match="candidates"):
+        local.knn_within(adv, 16)

@@ -14,10 +14,10 @@ import torch
 from tiny_models import C, TinyPointNet, frozen
 from torch import Tensor, nn
 
-from benchmark.config import TrainConfig
-from benchmark.data import PointCloudDataset, load_dataset
-from benchmark.geometry import knn
-from benchmark.registry import DEFENSES
+from benchmark.core.config import TrainConfig
+from benchmark.core.data import PointCloudDataset, load_dataset
+from benchmark.core.geometry import knn
+from benchmark.core.registry import DEFENSES
 from benchmark.store import ResultStore
 from defenses.base import DefenseContext, straight_through
 from defenses.if_defense import (

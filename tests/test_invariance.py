@@ -22,7 +22,7 @@ from attacks.base import draw_targets
 from attacks.factory import build_attack
 from attacks.invariance import batch_invariance_report, compare_results
 from attacks.pgd import PGD
-from benchmark.registry import ATTACKS
+from benchmark.core.registry import ATTACKS
 from tiny_models import TinyPointNet, frozen, unit_clouds
 
 pytestmark = pytest.mark.invariance

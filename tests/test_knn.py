@@ -185,3 +185,17 @@ def test_deterministic_given_the_seed(model, data):
 def test_invalid_hyperparameters_raise(kwargs):
     with pytest.raises(ValueError):
         KNN(**kwargs)
+
+
+def test_candidate_neighbour_searches_give_the_full_searchs_examples(model, data, monkeypatch):
+    """The per-iteration searches over clean-cloud candidates (ReferenceNeighbours) are exact:
+    the attack's examples equal those of a search over every point (candidates = N)."""
+    import attacks.knn as knn_module
+
+    x, y = data
+    settings = {**FAST, "clip": 0.3}  # large moves: some points fall back to the full search
+    local = KNN(**settings)(model, x, y)
+    monkeypatch.setattr(knn_module, "_CANDIDATES", x.shape[1])
+    full = KNN(**settings)(model, x, y)
+    torch.testing.assert_close(local.points, full.points, rtol=0, atol=1e-5)
+    assert torch.equal(local.success, full.success) and torch.equal(local.iterations, full.iterations)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.config import resolve_config
+from benchmark.core.config import resolve_config
 from benchmark.leaderboard import GENERATED_NOTICE, render_leaderboard, write_leaderboard
 from benchmark.store import ResultStore, encode_outcomes
 

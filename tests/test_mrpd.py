@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.cache import FEATURE_CACHE_STATS
-from benchmark.config import TrainConfig, to_jsonable
-from benchmark.data import load_dataset
+from benchmark.core.config import TrainConfig, to_jsonable
+from benchmark.core.data import load_dataset
 from defenses import DefenseContext, build_defense
 from defenses.mrpd.defense import MRPDPrompts
 from defenses.mrpd.losses import confidence_gate, gated_infonce, label_infonce, uncertainty_weighting
@@ -216,18 +215,28 @@ def test_fitted_text_context_selection_rule_and_early_stop(setup, tmp_path):
     assert build_defense("mrpd").text_init == "random" and build_defense("mrpd").patience is None
 
 
-def test_teacher_features_are_cached_and_invalidated_by_new_teacher_weights(setup, tmp_path):
+def test_teacher_features_are_cached_and_invalidated_by_new_teacher_weights(setup, tmp_path, monkeypatch):
+    import defenses.mrpd.defense as mrpd_module
+
+    lookups: list[bool] = []  # hit or miss of every feature lookup MRPD makes
+    real = mrpd_module.cached_features
+
+    def counted(*args, **kwargs):
+        features, hit = real(*args, **kwargs)
+        lookups.append(hit)
+        return features, hit
+
+    monkeypatch.setattr(mrpd_module, "cached_features", counted)
     build_defense("mrpd")(ctx_of(setup, cache_dir=tmp_path))
-    hits = FEATURE_CACHE_STATS["hits"]
     # a second training (different epochs: not the trained-state cache) reads every feature from the cache
-    ctx = ctx_of(setup, cache_dir=tmp_path)
-    build_defense("mrpd", epochs=3)(ctx)
-    assert FEATURE_CACHE_STATS["hits"] - hits == 4  # image clean / adversarial, point clean, student adversarial
+    lookups.clear()
+    build_defense("mrpd", epochs=3)(ctx_of(setup, cache_dir=tmp_path))
+    assert lookups == [True] * 4  # image clean / adversarial, point clean, student adversarial
     data, zoo, student, _ = setup
     other = Zoo(dataclasses.replace(zoo.ctx, seed=1, cache_dir=tmp_path))
-    misses = FEATURE_CACHE_STATS["misses"]
+    lookups.clear()
     build_defense("mrpd", epochs=3)(ctx_of(setup, cache_dir=tmp_path, zoo=other))
-    assert FEATURE_CACHE_STATS["misses"] - misses == 3  # new CLIP and point teacher weights
+    assert lookups.count(False) == 3  # new CLIP and point teacher weights
 
 
 def test_switches_teachers_gate_weighting_and_prompt_sizes(setup, tmp_path):
@@ -406,7 +415,7 @@ def test_prompt_at_is_mrpd_without_teachers_trained_with_mrpds_settings(setup, t
 
 @pytest.mark.parametrize("profile", ["default", "paper", "smoke"])
 def test_profiles_keep_prompt_at_matched_to_mrpd(profile):
-    from benchmark.config import resolve_config
+    from benchmark.core.config import resolve_config
 
     cfg = resolve_config(profile)
     mrpd = dict(cfg.defenses.get("mrpd") or {})

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from benchmark.registry import MODELS
+from benchmark.core.registry import MODELS
 from models.occnet import (
     ConvOccupancyNetwork,
     PlaneUNet,

@@ -1,4 +1,4 @@
-"""Parameter domains (``benchmark.params``) and the one attack factory (``attacks.factory``):
+"""Parameter domains (``benchmark.core.params``) and the one attack factory (``attacks.factory``):
 every registered parameter with a domain rejects a value outside it, naming the field; the
 attack seed rule; helper models declared by the attack and resolved by the caller; a bad
 value on the command line fails before any work."""
@@ -18,9 +18,9 @@ import attacks  # noqa: F401 - registers the attacks
 import defenses  # noqa: F401 - registers the defenses
 from attacks.advpc import AdvPC
 from attacks.factory import attack_spec, build_attack
-from benchmark.config import ConfigError
-from benchmark.params import Domain, check_fields, count, domains, fraction, param, positive
-from benchmark.registry import ATTACKS, DEFENSES, UnknownNameError
+from benchmark.core.config import ConfigError
+from benchmark.core.params import Domain, check_fields, count, domains, fraction, param, positive
+from benchmark.core.registry import ATTACKS, DEFENSES, UnknownNameError
 from defenses import build_defense
 
 # ------------------------------------------------------------------------------ the domains

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.registry import MODELS
+from benchmark.core.registry import MODELS
 from models.heads import EmbeddingClassifier, LinearHead, TextEmbeddingHead
 from models.point_transformer import PointTransformer
 

@@ -1,4 +1,4 @@
-"""Specification of benchmark.projection: PointCLIP V2's realistic depth projection.
+"""Specification of benchmark.core.projection: PointCLIP V2's realistic depth projection.
 
 Known projections (a flat square, a sphere), a dense brute-force reference of the hard
 pipeline, gradients of both modes, layout of multi-view output, and a real airplane
@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.projection import (
+from benchmark.core.projection import (
     POINTCLIP_V2_VIEWS,
     REFERENCE_BIAS_EULER,
     REFERENCE_EULER,

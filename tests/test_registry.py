@@ -1,4 +1,4 @@
-"""Specification of benchmark.registry: registration, lookup with close matches, plug-in loading."""
+"""Specification of benchmark.core.registry: registration, lookup with close matches, plug-in loading."""
 from __future__ import annotations
 
 import importlib
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.registry import (
+from benchmark.core.registry import (
     MODELS,
     DuplicateNameError,
     PluginError,
@@ -313,7 +313,7 @@ def test_build_applies_the_defaults_given_at_registration():
 
 @pytest.mark.parametrize(
     ("package", "decorator"),
-    [("models", "register_model"), ("benchmark.data", "register_dataset"),
+    [("models", "register_model"), ("benchmark.core.data", "register_dataset"),
      ("attacks", "register_attack"), ("defenses", "register_defense")],
 )
 def test_each_package_exposes_its_register_decorator(package, decorator):

@@ -54,7 +54,10 @@ def test_bench_run_writes_rows_and_prints_the_same_table(reference):
 
 def test_kill_and_resume_finishes_without_recomputing(tmp_path, cache_dir, reference):
     out = tmp_path / "resumed"
-    killed = bench(["run", *SELECTION, "--out", str(out)], cache_dir, env={"PCRB_FAULT_AFTER_CELLS": "4"})
+    plugins = str(Path(__file__).resolve().parent / "plugins")
+    killed = bench(["run", *SELECTION, "--out", str(out), "--plugin", "kill_after_cells"], cache_dir,
+                   env={"PCRB_TEST_KILL_AFTER_CELLS": "4",
+                        "PYTHONPATH": os.pathsep.join(filter(None, [plugins, os.environ.get("PYTHONPATH")]))})
     assert killed.returncode == -9
     partial = ResultStore(out).read("synthshapes")
     assert len(partial) == 4

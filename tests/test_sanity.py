@@ -168,6 +168,16 @@ def test_gradient_masking_compares_with_the_strongest_non_adaptive_protocol():
     assert "above blackbox accuracy 20.0%" in line
 
 
+def test_gradient_masking_never_pairs_rows_of_different_victim_weights():
+    """Adaptive rows left from an earlier victim (other weights) are not compared with new transfer rows."""
+    rows = frame(row("mrpd", "pgd", 0.30, victim_hash="new"), row("mrpd", "pgd", 0.88, protocol="adaptive",
+                                                                  victim_hash="old"))
+    assert sanity_warnings(rows) == []
+    rows = frame(row("mrpd", "pgd", 0.30, victim_hash="new"), row("mrpd", "pgd", 0.88, protocol="adaptive",
+                                                                  victim_hash="new"))
+    assert len(sanity_warnings(rows)) == 1
+
+
 def test_gradient_masking_needs_the_same_attack_parameters():
     rows = frame(row("sor", "pgd", 0.10), row("sor", "pgd", 0.60, protocol="adaptive", params={**PGD, "steps": 5}))
     assert sanity_warnings(rows) == []

@@ -19,9 +19,9 @@ import torch
 import yaml
 from torch import nn
 
-from benchmark.cache import cached_arrays, cached_features
-from benchmark.config import ConfigError, load_yaml
-from benchmark.registry import PluginError, Registry, load_plugins
+from benchmark.core.cache import cached_arrays, cached_features
+from benchmark.core.config import ConfigError, load_yaml
+from benchmark.core.registry import PluginError, Registry, load_plugins
 from benchmark.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,13 +143,13 @@ def test_yaml_is_parsed_only_by_safe_loaders(sources):
                     isinstance(node.value, ast.Name) and node.value.id == "yaml":
                 bad.append(f"{where(path, node)} mentions yaml.{node.attr}")
     assert not bad, "\n".join(bad)
-    assert loads >= 1  # benchmark.config's loader was looked at
+    assert loads >= 1  # benchmark.core.config's loader was looked at
 
 
 @pytest.mark.parametrize("text", [
     "!!python/object/apply:os.system ['echo pwned']",
     "!!python/name:os.system",
-    "a: !!python/object:benchmark.config.RunConfig {}",
+    "a: !!python/object:benchmark.core.config.RunConfig {}",
 ])
 def test_the_config_loader_refuses_python_objects(text):
     with pytest.raises(ConfigError, match="cannot parse YAML"):
@@ -225,7 +225,7 @@ def test_a_feature_cache_name_cannot_leave_the_cache(tmp_path, name):
 
 @pytest.mark.parametrize("name", TRAVERSALS)
 def test_a_defense_name_cannot_leave_the_cache(tmp_path, name):
-    from benchmark.data import load_dataset
+    from benchmark.core.data import load_dataset
     from defenses.base import DefenseContext
 
     cache = tmp_path / "cache"

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.data import load_dataset
+from benchmark.core.data import load_dataset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TEXT = SHARED / "modelnet40_normal_resampled"

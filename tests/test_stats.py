@@ -1,4 +1,4 @@
-"""Paired tests (``benchmark.stats``) and robustness curves (``benchmark.curves``) on known values."""
+"""Paired tests (``benchmark.stats``) and robustness curves (``benchmark.core.curves``) on known values."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.curves import effective_distances, median_distance, robust_accuracy_curve
+from benchmark.core.curves import effective_distances, median_distance, robust_accuracy_curve
 from benchmark.stats import mcnemar, paired_permutation, significance_mark
 
 

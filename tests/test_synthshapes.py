@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.data import DatasetError, load_dataset
-from benchmark.data import primitives as prim
-from benchmark.data.synthshapes import CLASSES, generate
+from benchmark.core.data import DatasetError, load_dataset
+from benchmark.core.data import primitives as prim
+from benchmark.core.data.synthshapes import CLASSES, generate
 
 RNG = np.random.default_rng(0)
 
@@ -231,7 +231,7 @@ def test_loader_fps_sampling_spreads_points() -> None:
 
 
 def test_loader_rejects_unknown_options() -> None:
-    from benchmark.registry import UnknownNameError
+    from benchmark.core.registry import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="train_size"):
         load_dataset("synthshapes", "train", options={"train_sise": 10})

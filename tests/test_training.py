@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.config import ConfigError, TrainConfig
-from benchmark.data import PointCloudDataset
-from benchmark.training import (
+from benchmark.core.config import ConfigError, TrainConfig
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.training import (
     augment_points,
     classification_step,
     evaluate_accuracy,

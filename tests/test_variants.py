@@ -1,7 +1,7 @@
 """Variant labels (``benchmark.variants``): which settings make a cell another result."""
 from __future__ import annotations
 
-from benchmark.config import resolve_config
+from benchmark.core.config import resolve_config
 from benchmark.variants import cell_variants, label
 
 DEFENSES = ("none", "sor", "mrpd", "prompt-at")

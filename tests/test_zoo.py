@@ -8,9 +8,9 @@ import warnings
 import pytest
 import torch
 
-from benchmark.config import TrainConfig
-from benchmark.data import load_dataset
-from benchmark.geometry import chamfer_distance
+from benchmark.core.config import TrainConfig
+from benchmark.core.data import load_dataset
+from benchmark.core.geometry import chamfer_distance
 from models.heads import EmbeddingClassifier, TextEmbeddingHead
 from models.zoo import Zoo, ZooContext
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from benchmark.ablate import Ablation
+from benchmark.core.params import Ablation
 from defenses import register_defense
 from defenses.mrpd.defense import MRPD
 

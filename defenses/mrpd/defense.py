@@ -17,7 +17,7 @@ embedding; combined by uncertainty weighting ``sum exp(-s) L + s``. Epochs ``0..
 clean clouds, the rest on PGD examples crafted once against the undefended student.
 
 The frozen teachers' embeddings of every training cloud (clean and adversarial) are
-computed once and kept in the feature cache (``benchmark.cache.cached_features``), so a
+computed once and kept in the feature cache (``benchmark.core.cache.cached_features``), so a
 warm epoch runs the student and the small text tower only. At test time the defended
 model is the student with its prompts and the fixed (learned-context) class embeddings:
 no teacher runs.
@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.base import Attack
-from benchmark.ablate import Ablation
-from benchmark.cache import cached_features
-from benchmark.config import TrainConfig, to_jsonable
-from benchmark.projection import DepthProjector
-from benchmark.training import fit, split_indices
-from benchmark.params import choice, count, fraction, param, positive
+from benchmark.core.params import Ablation
+from benchmark.core.cache import cached_features
+from benchmark.core.config import TrainConfig, to_jsonable
+from benchmark.core.projection import DepthProjector
+from benchmark.core.training import fit, split_indices
+from benchmark.core.params import choice, count, fraction, param, positive
 from defenses import register_defense
 from defenses.adversarial_training import TRAINING_ATTACKS, crafted_training_set, training_attack, victim_weights_hash
 from defenses.base import DefendedModel, DefenseContext, ModelDefense

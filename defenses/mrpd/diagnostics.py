@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.projection import DepthProjector
+from benchmark.core.projection import DepthProjector
 
 __all__ = ["CloudSet", "Probe", "image_probe", "probe_markdown", "probe_table", "teacher_probes"]
 

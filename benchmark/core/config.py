@@ -2,7 +2,7 @@
 
 A run's configuration is resolved in this order, later winning:
 
-    profile YAML (benchmark/profiles/<name>.yaml, optionally ``base:`` another profile)
+    profile YAML (benchmark/core/profiles/<name>.yaml, optionally ``base:`` another profile)
       < user YAML (``--config file.yaml``)
       < ``--set dotted.key=value`` overrides (values parsed as YAML scalars)
       < explicit CLI flags (``--attack``, ``--seed``, ...)
@@ -32,7 +32,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from benchmark.registry import Registry, UnknownNameError, close_matches_hint
+from benchmark.core.registry import Registry, UnknownNameError, close_matches_hint
 
 __all__ = [
     "PROTOCOLS",
@@ -332,8 +332,8 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 # Profiles, user YAML and --set
 # ---------------------------------------------------------------------------------------------
 def available_profiles() -> list[str]:
-    """Names of the profiles shipped in ``benchmark/profiles``."""
-    folder = resources.files("benchmark") / "profiles"
+    """Names of the profiles shipped in ``benchmark/core/profiles``."""
+    folder = resources.files("benchmark.core") / "profiles"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -347,7 +347,7 @@ def load_profile(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
             f"unknown profile '{name}'{close_matches_hint(name, known) or '.'} "
             f"Shipped profiles: {', '.join(known)}; or give your own file with --config"
         )
-    text = (resources.files("benchmark") / "profiles" / f"{name}.yaml").read_text()
+    text = (resources.files("benchmark.core") / "profiles" / f"{name}.yaml").read_text()
     data = load_yaml(text, f"profile '{name}'") or {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"profile '{name}' must be a mapping at top level")

@@ -1,5 +1,9 @@
 """The process environment: devices, library versions and the CPU allocator setting.
 
+``choose_threads`` is the launcher's intra-op thread count: what the user set (``--threads``,
+``OMP_NUM_THREADS``), else the CPUs this process may use minus those other processes keep
+busy, so that two jobs on a small machine do not fight over the same cores.
+
 ``tuned_environment`` is what the ``bench`` launcher applies before torch is imported:
 glibc's malloc, left at its defaults, hands every large tensor's pages back to the
 kernel and faults them in again on the next allocation (measured here: 1.3-1.8x slower
@@ -11,18 +15,27 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import statistics
 import sys
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "GLIBC_MALLOC_TUNABLES",
     "DeviceError",
+    "ThreadChoice",
     "allocator_status",
+    "apply_thread_choice",
+    "busy_cpus",
+    "choose_threads",
     "package_versions",
     "reexec_tuned",
     "resolve_device",
+    "thread_choice",
     "tuned_environment",
+    "usable_cpus",
 ]
 
 #: glibc malloc settings that keep freed pages mapped (no mmap for big blocks, no trimming).
@@ -139,3 +152,85 @@ def resolve_device(spec: str = "auto") -> Any:
     elif device.type != "cpu":
         raise DeviceError(f"unsupported device '{spec}': use auto, cpu, cuda or cuda:<index>")
     return device
+
+
+# ---------------------------------------------------------------------------------------------
+# intra-op threads
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The intra-op thread count a ``bench`` process runs with, and why (for ``bench info``)."""
+
+    threads: int
+    reason: str
+
+
+_CHOICE: ThreadChoice | None = None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a Slurm or taskset allotment)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def busy_cpus(samples: int = 5, interval: float = 0.02, loadavg: str = "/proc/loadavg") -> float:
+    """About how many CPUs other processes keep busy right now.
+
+    The median over ``samples`` readings, ``interval`` seconds apart, of the runnable tasks
+    the kernel reports (``/proc/loadavg``'s fourth field, this process excluded); where that
+    file does not exist, the one-minute load average.
+    """
+    readings = []
+    for i in range(samples):
+        try:
+            with open(loadavg) as fh:
+                running = int(fh.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            try:
+                return float(os.getloadavg()[0])
+            except (AttributeError, OSError):
+                return 0.0
+        readings.append(max(0, running - 1))
+        if i + 1 < samples:
+            time.sleep(interval)
+    return float(statistics.median(readings))
+
+
+def choose_threads(requested: int | None = None, environ: Mapping[str, str] | None = None, *,
+                   cpus: int | None = None, busy: float | None = None) -> ThreadChoice:
+    """How many intra-op threads to use: ``requested`` (``--threads``), else ``OMP_NUM_THREADS``,
+    else the usable CPUs minus the busy ones (at least 1). ``cpus`` / ``busy`` default to
+    :func:`usable_cpus` / :func:`busy_cpus` (given here in tests)."""
+    env = os.environ if environ is None else environ
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"--threads must be >= 1, got {requested}")
+        return ThreadChoice(int(requested), "--threads")
+    given = env.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) >= 1:
+        return ThreadChoice(int(given), "OMP_NUM_THREADS")
+    cpus = usable_cpus() if cpus is None else cpus
+    busy = busy_cpus() if busy is None else busy
+    threads = max(1, min(cpus, cpus - round(busy)))
+    why = f"{cpus} usable CPU{'s' if cpus != 1 else ''}, ~{busy:g} kept busy by other processes"
+    return ThreadChoice(threads, why + ("" if threads == cpus else "; set --threads to override"))
+
+
+def apply_thread_choice(requested: int | None = None) -> ThreadChoice:
+    """Choose (:func:`choose_threads`) and set torch's intra-op thread count for this process."""
+    global _CHOICE
+    import torch
+
+    choice = choose_threads(requested)
+    if choice.threads != torch.get_num_threads():
+        torch.set_num_threads(choice.threads)
+    _CHOICE = choice
+    return choice
+
+
+def thread_choice() -> ThreadChoice | None:
+    """The choice the ``bench`` launcher made for this process (None in library use)."""
+    return _CHOICE

@@ -17,11 +17,13 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from benchmark.registry import DATASETS
+from benchmark.core.registry import DATASETS
 
 from .base import DatasetError, PointCloudDataset, normalize_unit_sphere_np, select_points
 from .hdf5 import read_h5_clouds
@@ -225,30 +227,46 @@ def _read_text(
     normals = np.empty((n, num_points, 3), dtype=np.float32) if use_normals else None
     nrows = num_points if sampling == "first" else None
     width = 6 if use_normals else 3  # files with and without normals may mix: keep the columns used
-    for c, start in enumerate(range(0, n, _CHUNK)):
-        clouds = [_parse_text(p, nrows, use_normals)[:, :width] for p in paths[start : start + _CHUNK]]
-        for p, arr in zip(paths[start : start + _CHUNK], clouds):
-            if len(arr) < num_points:
-                raise DatasetError(
-                    f"{p} has {len(arr)} points; cannot select num_points={num_points}. "
-                    f"Set dataset.num_points <= {len(arr)}"
-                )
-        # Files may differ in length: sample each group of equal length together.
-        by_length: dict[int, list[int]] = {}
-        for i, arr in enumerate(clouds):
-            by_length.setdefault(len(arr), []).append(i)
-        for g, (_, members) in enumerate(sorted(by_length.items())):
-            stack = np.stack([clouds[i] for i in members])
-            pts, nrm = select_points(
-                stack[..., :3], num_points, sampling,
-                normals=stack[..., 3:6] if use_normals else None,
-                seed=_chunk_seed(seed, c, g), source=folder,
-            )
-            rows = np.asarray(members) + start
-            points[rows] = pts
-            if normals is not None:
-                normals[rows] = nrm
+    workers = max(1, torch.get_num_threads())
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    parse = lambda p: _parse_text(p, nrows, use_normals)[:, :width]  # noqa: E731
+    try:
+        for c, start in enumerate(range(0, n, _CHUNK)):
+            chunk = paths[start : start + _CHUNK]
+            clouds = list(pool.map(parse, chunk) if pool is not None else map(parse, chunk))
+            _select_chunk(folder, chunk, clouds, start, c, num_points, sampling, seed, use_normals, points, normals)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return points, normals
+
+
+def _select_chunk(
+    folder: Path, chunk: Sequence[Path], clouds: list[np.ndarray], start: int, c: int, num_points: int,
+    sampling: str, seed: int, use_normals: bool, points: np.ndarray, normals: np.ndarray | None,
+) -> None:
+    """Select ``num_points`` of each parsed cloud of chunk ``c`` into ``points[start:]`` (and ``normals``)."""
+    for p, arr in zip(chunk, clouds):
+        if len(arr) < num_points:
+            raise DatasetError(
+                f"{p} has {len(arr)} points; cannot select num_points={num_points}. "
+                f"Set dataset.num_points <= {len(arr)}"
+            )
+    # Files may differ in length: sample each group of equal length together.
+    by_length: dict[int, list[int]] = {}
+    for i, arr in enumerate(clouds):
+        by_length.setdefault(len(arr), []).append(i)
+    for g, (_, members) in enumerate(sorted(by_length.items())):
+        stack = np.stack([clouds[i] for i in members])
+        pts, nrm = select_points(
+            stack[..., :3], num_points, sampling,
+            normals=stack[..., 3:6] if use_normals else None,
+            seed=_chunk_seed(seed, c, g), source=folder,
+        )
+        rows = np.asarray(members) + start
+        points[rows] = pts
+        if normals is not None:
+            normals[rows] = nrm
 
 
 def _cache_key(name: str, folder: Path, split: str, list_file: Path, names_file: Path, **params: object) -> str:
@@ -301,7 +319,7 @@ def _load_text(
     if cache_dir is None:
         arrays = compute()
     else:
-        from benchmark.cache import cached_arrays, entry_path
+        from benchmark.core.cache import cached_arrays, entry_path
 
         key = _cache_key(
             name, folder, split, list_file, names_file, num_points=num_points, sampling=sampling,

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.registry import DATASETS
+from benchmark.core.registry import DATASETS
 
 from .base import SAMPLINGS, SPLITS, DatasetError, PointCloudDataset, normalize_unit_sphere_np, select_points
 
 if TYPE_CHECKING:
-    from benchmark.config import RunConfig
+    from benchmark.core.config import RunConfig
 
 register_dataset = DATASETS.register
 

@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "FEATURE_CACHE_STATS",
     "state_dict_sha256",
     "CorruptCacheError",
     "atomic_write",
     "cache_entries",
     "cached_arrays",
     "cached_features",
+    "cached_training",
     "clear_cache",
     "default_cache_dir",
     "entry_path",
@@ -247,6 +247,43 @@ def load_weights(path: str | os.PathLike[str], *, verify: bool = True) -> tuple[
         raise CorruptCacheError(f"weights {path} cannot be decoded: {err}") from err
 
 
+def cached_training(
+    path: str | os.PathLike[str],
+    module: Any,
+    train: Callable[[], Mapping[str, Any]],
+    *,
+    force: bool = False,
+    what: str = "",
+) -> tuple[dict[str, Any], bool, str]:
+    """``module``'s trained state from the weights entry at ``path``, or ``train()`` it and store it.
+
+    ``module`` is an ``nn.Module``; ``train()`` trains it in place and returns its metadata
+    (scores, epochs; ``seconds`` is added when absent). A corrupt or unloadable entry is
+    reported with one warning (naming ``what``) and retrained; ``force`` retrains anyway.
+    What the zoo and every defense that trains something use.
+
+    Returns:
+        ``(meta, cached, sha256)``: the metadata, whether the state came from the cache, and
+        the weights file's sha256 (what result rows trace).
+    """
+    path = Path(path)
+    if not force:
+        try:
+            state, meta = load_weights(path)
+            module.load_state_dict(state)
+            return meta, True, str(read_sidecar(path)["sha256"])
+        except FileNotFoundError:
+            pass
+        except (CorruptCacheError, RuntimeError) as err:
+            warnings.warn(f"{what or path.name}: cached weights unusable ({err}); retraining", RuntimeWarning,
+                          stacklevel=2)
+    start = time.perf_counter()
+    meta = dict(train())
+    meta.setdefault("seconds", round(time.perf_counter() - start, 1))
+    save_weights(path, module.state_dict(), meta)
+    return meta, False, str(read_sidecar(path)["sha256"])
+
+
 def cached_arrays(
     path: str | os.PathLike[str],
     compute: Callable[[], Mapping[str, np.ndarray]],
@@ -271,10 +308,6 @@ def cached_arrays(
 
 # --------------------------------------------------------------------------- teacher features
 
-#: Hits and misses of :func:`cached_features` in this process (tests and diagnostics read it).
-FEATURE_CACHE_STATS: dict[str, int] = {"hits": 0, "misses": 0}
-
-
 def cached_features(
     cache_dir: str | os.PathLike[str] | None,
     name: str,
@@ -293,22 +326,19 @@ def cached_features(
     Returns:
         ``(features, hit)``.
     """
-    from benchmark.config import config_hash
+    from benchmark.core.config import config_hash
 
     if cache_dir is None:
-        FEATURE_CACHE_STATS["misses"] += 1
         return np.asarray(compute()), False
     path = entry_path(cache_dir, "features", f"{name}-{config_hash(dict(key))}", ".npy")
     try:
         verify_entry(path)
         features = np.load(path, mmap_mode="r", allow_pickle=False)
-        FEATURE_CACHE_STATS["hits"] += 1
         return features, True
     except FileNotFoundError:
         pass
     except (CorruptCacheError, ValueError, OSError) as err:
         warnings.warn(f"{err}; recomputing it", RuntimeWarning, stacklevel=2)
-    FEATURE_CACHE_STATS["misses"] += 1
     features = np.ascontiguousarray(np.asarray(compute()))
 
     def write(tmp: Path) -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.cache import cached_arrays, entry_path
-from benchmark.config import config_hash
-from benchmark.registry import DATASETS, close_matches_hint
+from benchmark.core.cache import cached_arrays, entry_path
+from benchmark.core.config import config_hash
+from benchmark.core.registry import DATASETS, close_matches_hint
 
 from . import primitives as prim
 from .base import DatasetError, PointCloudDataset, select_points

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "ReferenceNeighbours",
     "chamfer_distance",
     "estimate_normals",
     "farthest_point_sample",
@@ -266,6 +267,99 @@ def nearest_neighbor(a: Tensor, b: Tensor, *, chunk_size: int | None = None) -> 
     return dist, idx
 
 
+class ReferenceNeighbours:
+    """Exact neighbour queries about clouds whose points stay near those of a fixed reference.
+
+    An attack that moves every point of a clean cloud a little (``adv_i = ref_i + delta_i``)
+    asks, every iteration, for each adversarial point's nearest reference point (Chamfer
+    ``adv2ori``) and for its k nearest adversarial points (kNN smoothness). Instead of an
+    ``N x N`` search each time, each point keeps the ``m`` reference points nearest its own
+    reference position (found once); the answer from those candidates is provably the full
+    search's when the moves are small against the candidates' radius (triangle inequality),
+    and the points where that bound fails are searched in full. Results equal
+    :func:`nearest_neighbor` / :func:`knn` up to the order of exact ties.
+
+    Args:
+        ref: ``[B, N, 3]`` the reference (clean) clouds.
+        m: candidates per point (capped at ``N``).
+    """
+
+    #: absolute slack on the bounds, for float rounding in the distances
+    _SLACK = 1e-5
+
+    def __init__(self, ref: Tensor, m: int = 64) -> None:
+        _check_cloud("ref", ref)
+        self.ref = ref.detach()
+        n = ref.shape[1]
+        self.m = max(1, min(int(m), n))
+        with torch.no_grad():
+            self.candidates, dist = knn(self.ref, self.m)  # [B, N, m], ascending; each point is its own first
+            self.radius = dist[..., -1].sqrt() if self.m < n else torch.full_like(dist[..., -1], math.inf)
+            self.candidate_points = index_points(self.ref, self.candidates)  # [B, N, m, 3]
+        #: points searched in full by the last query (where the candidates did not suffice)
+        self.fallbacks = 0
+
+    def _moved(self, adv: Tensor, rows: Tensor | None) -> Tensor:
+        ref = self.ref if rows is None else self.ref[rows]
+        return (adv.detach() - ref).norm(dim=-1)  # [b, N]
+
+    def _pick(self, rows: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if rows is None:
+            return self.ref, self.candidates, self.candidate_points, self.radius
+        return self.ref[rows], self.candidates[rows], self.candidate_points[rows], self.radius[rows]
+
+    def nearest_reference(self, adv: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """As ``nearest_neighbor(adv, ref[rows])``: ``(dist [b, N] squared, differentiable w.r.t. adv; idx [b, N])``.
+
+        ``adv [b, N, 3]``: point ``i`` a moved copy of reference point ``i`` of cloud ``rows[j]``
+        (``rows`` None: all ``B`` clouds).
+        """
+        ref, cand, cand_points, radius = self._pick(rows)
+        with torch.no_grad():
+            x = adv.detach()
+            moved = self._moved(x, rows)
+            d = ((x.unsqueeze(2) - cand_points) ** 2).sum(-1)  # [b, N, m]
+            idx = cand.gather(-1, d.argmin(-1, keepdim=True)).squeeze(-1)
+            # the nearest reference point lies within 2 * moved of the point's own reference position
+            bad = ~(2 * moved + self._SLACK < radius)
+            self.fallbacks = int(bad.sum())
+            if self.fallbacks:
+                clouds, points = bad.nonzero(as_tuple=True)
+                full = ((x[clouds, points].unsqueeze(1) - ref[clouds]) ** 2).sum(-1)  # [F, N]
+                idx[clouds, points] = full.argmin(-1)
+        return ((adv - index_points(ref, idx)) ** 2).sum(-1), idx
+
+    def knn_within(self, adv: Tensor, k: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """As ``knn(adv, k, exclude_self=True)``: ``(idx [b, N, k], dist [b, N, k])``, ascending,
+        ``dist`` squared and differentiable w.r.t. ``adv`` (see :meth:`nearest_reference` for ``rows``)."""
+        ref, cand, _, radius = self._pick(rows)
+        n = adv.shape[1]
+        if not isinstance(k, int) or not 1 <= k <= min(n - 1, self.m - 1):
+            raise ValueError(f"k must be an int in [1, {min(n - 1, self.m - 1)}] (candidates m={self.m}); got k={k}")
+        with torch.no_grad():
+            x = adv.detach()
+            moved = self._moved(x, rows)
+            d = ((x.unsqueeze(2) - index_points(x, cand)) ** 2).sum(-1)  # [b, N, m]
+            d = d.masked_fill(cand == torch.arange(n, device=x.device).view(1, n, 1), math.inf)  # not itself
+            top = d.topk(k, dim=-1, largest=False, sorted=True)
+            idx = cand.gather(-1, top.indices)
+            kth = top.values[..., -1].clamp_min(0).sqrt()
+            # a point outside the candidates is at least radius - moved_i - max moved away
+            bound = radius - moved - moved.amax(dim=1, keepdim=True)
+            bad = ~(bound - self._SLACK >= kth)
+            self.fallbacks = int(bad.sum())
+            if self.fallbacks:
+                clouds, points = bad.nonzero(as_tuple=True)
+                full = ((x[clouds, points].unsqueeze(1) - x[clouds]) ** 2).sum(-1)  # [F, N]
+                full[torch.arange(len(points), device=x.device), points] = math.inf  # not itself
+                idx[clouds, points] = full.topk(k, dim=-1, largest=False, sorted=True).indices
+        dist = ((adv.unsqueeze(2) - index_points(adv, idx)) ** 2).sum(-1)
+        if k > 1:  # exact distances, ascending (as knn)
+            dist, order = dist.sort(dim=-1, stable=True)
+            idx = idx.gather(-1, order)
+        return idx, dist
+
+
 def _directed(a: Tensor, b: Tensor, mode: str) -> tuple[Tensor, ...]:
     """Per-point nearest squared distances ``[B, *]`` for the directions ``mode`` needs."""
     _check_mode(mode)
@@ -347,10 +441,18 @@ def farthest_point_sample(
     centres = torch.empty(batch, m, dtype=torch.long, device=x.device)
     min_dist = torch.full((batch, n), math.inf, dtype=x.dtype, device=x.device)
     rows = torch.arange(batch, device=x.device)
+    # coordinate planes [3, B, N] and two reused buffers: each step reads the cloud once and
+    # allocates nothing (the [B, N, 3] difference tensor made FPS on 10,000-point files memory-bound)
+    planes = x.detach().permute(2, 0, 1).contiguous()
+    dist = torch.empty_like(min_dist)
+    term = torch.empty_like(min_dist)
     for i in range(m):
         centres[:, i] = farthest
-        centre = x[rows, farthest].unsqueeze(1)  # [B, 1, 3]
-        min_dist = torch.minimum(min_dist, ((x - centre) ** 2).sum(-1))
+        centre = planes[:, rows, farthest].unsqueeze(-1)  # [3, B, 1]
+        torch.sub(planes[0], centre[0], out=dist).square_()
+        dist.add_(torch.sub(planes[1], centre[1], out=term).square_())
+        dist.add_(torch.sub(planes[2], centre[2], out=term).square_())
+        torch.minimum(min_dist, dist, out=min_dist)
         min_dist[rows, farthest] = -1.0  # chosen: never the farthest again
         farthest = min_dist.argmax(dim=-1)
     return centres

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.registry import DATASETS, close_matches_hint
+from benchmark.core.registry import DATASETS, close_matches_hint
 
 from .base import DatasetError, PointCloudDataset, normalize_unit_sphere_np, select_points
 from .hdf5 import read_h5_clouds

@@ -196,7 +196,7 @@ def select_points(
     Normals, when given, follow their points. Returns ``([N, num_points, 3], normals)``.
     """
     if sampling not in SAMPLINGS:
-        from benchmark.registry import close_matches_hint
+        from benchmark.core.registry import close_matches_hint
 
         raise DatasetError(
             f"unknown point sampling '{sampling}'{close_matches_hint(sampling, SAMPLINGS)} "
@@ -217,7 +217,7 @@ def select_points(
         keys = np.random.default_rng(seed).random((n, m))
         idx = np.sort(np.argpartition(keys, num_points - 1, axis=1)[:, :num_points], axis=1)
     else:
-        from benchmark.geometry import farthest_point_sample
+        from benchmark.core.geometry import farthest_point_sample
 
         chunks = []
         for start in range(0, n, 256):  # bounded memory; loop over chunks of clouds, not points

@@ -5,7 +5,7 @@ stays usable on its own. Each entry keeps its name, the object, its default
 parameters (dataclass fields or keyword defaults) and a one-line description
 (the docstring's first line, which ``bench list`` shows to users).
 
-    from benchmark.registry import ATTACKS
+    from benchmark.core.registry import ATTACKS
 
     @ATTACKS.register("pgd")
     @dataclass
@@ -41,6 +41,7 @@ __all__ = [
     "UnknownNameError",
     "close_matches_hint",
     "load_plugins",
+    "populate_registries",
 ]
 
 T = TypeVar("T")
@@ -322,6 +323,18 @@ DEFENSES = Registry("defense")
 
 #: Plural name -> registry, as ``bench list`` spells them.
 REGISTRIES: dict[str, Registry] = {r.plural: r for r in (MODELS, DATASETS, ATTACKS, DEFENSES)}
+
+
+#: The packages whose import fills each registry (imported by name: this module stays on the ground floor).
+REGISTRY_PACKAGES = {"models": "models", "datasets": "benchmark.core.data", "attacks": "attacks", "defenses": "defenses"}
+
+
+def populate_registries(plugins: Iterable[str] = ()) -> None:
+    """Fill every registry: import our packages (their modules register their entries), then the
+    user's plug-ins (:func:`load_plugins`). What the CLI, the library API and the plots call first."""
+    for package in REGISTRY_PACKAGES.values():
+        importlib.import_module(package)
+    load_plugins(plugins)
 
 
 def load_plugins(modules: Iterable[str] = (), *, entry_points: bool = True) -> list[str]:

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmark.config import TrainConfig
-from benchmark.data import PointCloudDataset
+from benchmark.core.config import TrainConfig
+from benchmark.core.data import PointCloudDataset
+from benchmark.core.progress import progress_report
 
 __all__ = [
     "FitResult",
@@ -54,29 +55,10 @@ class FitResult:
 
 @contextlib.contextmanager
 def progress_bar(total: int, description: str, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr; yields ``advance(n=1, **fields)`` (no-op when disabled)."""
-    if not enabled:
-        yield lambda *args, **kwargs: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(description, total=total, info="")
-
-        def advance(n: int = 1, info: str | None = None) -> None:
-            progress.update(task, advance=n, **({"info": info} if info is not None else {}))
-
-        yield advance
+    """Progress on stderr (a rich bar on a terminal, a line every 30 s otherwise); yields
+    ``advance(n=1, info=None)`` (a no-op when disabled)."""
+    with progress_report(total, description, enabled=enabled) as update:
+        yield lambda n=1, info=None: update(n, info)
 
 
 def split_indices(dataset: PointCloudDataset, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

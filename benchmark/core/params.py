@@ -17,17 +17,21 @@ default (``init_weight: float = 5e3``): the domain declared by the nearest base 
 still applies. Checks that relate two fields (``max_weight >= init_weight``) stay in the
 class's own ``__post_init__``.
 
+:class:`Ablation` is the other declaration a class makes about its parameters: a named
+set of changes `bench ablate` evaluates as its own column (``Defense.ablations``).
+
 Floor 0: the standard library only.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "Ablation",
     "Domain",
     "check_fields",
     "choice",
@@ -199,3 +203,14 @@ def check_fields(obj: Any) -> None:
         value = getattr(obj, name)
         if not domain.accepts(value):
             raise ValueError(f"{type(obj).__name__}: {name} must be {domain.describe()}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A variant a defense declares for `bench ablate` (``Defense.ablations``): parameter
+    ``changes`` over the run's parameters, a one-line ``what``, and the paper's mean robust
+    accuracy for it (percent; None where the paper gives none)."""
+
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    what: str = ""
+    paper: float | None = None
