@@ -280,7 +280,7 @@ def test_a_killed_defense_training_write_is_retrained(tmp_path, data):
     module = nn.Linear(3, 3)
     with recorded() as caught:
         _, cached = ctx.cached_training("pgd-at", module, {"steps": 1}, lambda: fit_linear(module))
-    assert not cached and len(caught) == 1 and "pgd-at: cached state unusable" in caught[0]
+    assert not cached and len(caught) == 1 and "pgd-at: cached weights unusable" in caught[0]
     fresh = nn.Linear(3, 3)
     _, cached = ctx.cached_training("pgd-at", fresh, {"steps": 1}, lambda: fit_linear(fresh))
     assert cached and state_bytes(fresh) == state_bytes(module)
