@@ -251,6 +251,28 @@ def _p_value(p: float) -> str:
     return ("<0.001" if p < 0.001 else f"{p:.2g}") + ("*" if p < 0.05 else "")
 
 
+def attack_overhead(root: Path) -> str:
+    """The ratios of ``benchmarks/attack_overhead.json``: attack wall time over its model passes."""
+    path = root / "benchmarks" / "attack_overhead.json"
+    if not path.exists():
+        return "No committed measurement yet: run `python benchmarks/attack_overhead.py`.\n"
+    data = json.loads(path.read_text())
+    attacks = list(dict.fromkeys(a for m in data["models"].values() for a in m["attacks"]))
+    rows = []
+    for model, entry in data["models"].items():
+        row = {"model": f"`{model}` ({entry['iterations']} iterations)"}
+        for attack in attacks:
+            cell = entry["attacks"].get(attack)
+            row[attack] = "–" if cell is None else f"{cell['ratio']:.2f}"
+        if "advpc" in entry["attacks"] and entry["attacks"]["advpc"].get("ratio_vs_inherent") is not None:
+            row["advpc vs its two passes"] = f"{entry['attacks']['advpc']['ratio_vs_inherent']:.2f}"
+        rows.append(row)
+    intro = (f"From `{path.relative_to(root)}` (torch {data['torch']}, {data['threads']} threads, batch "
+             f"{data['batch']} x {data['points']} points, best of {data['repeats']}): attack wall time / (iterations x "
+             "one forward+backward of the model on the same batch).")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
 #: name -> renderer(project root) -> markdown (ending in a newline). The sections drawn from the
 #: committed results' leaderboard (``leaderboard-*``, ``grid-attacks``) are registered by
 #: ``benchmark.leaderboard`` when it is imported (``bench docs`` imports it).
@@ -263,6 +285,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "teachers-before-after-mrpd": teachers_before_after_mrpd,
     "training-mrpd": training_mrpd,
     "paired-mrpd": paired_mrpd,
+    "attack-overhead": attack_overhead,
 }
 
 

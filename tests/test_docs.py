@@ -160,6 +160,17 @@ def test_the_paired_section_compares_mrpd_its_control_and_none_on_the_same_cloud
     assert "adaptive" not in text.split("|---|")[-1]  # no adaptive rows in this grid
 
 
+def test_the_attack_overhead_section_tabulates_the_benchmark_json(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    data = {"torch": "2.x", "threads": 2, "batch": 16, "points": 1024, "repeats": 3,
+            "models": {"student": {"iterations": 20, "attacks": {"pgd": {"ratio": 1.071},
+                                                                 "advpc": {"ratio": 2.5, "ratio_vs_inherent": 1.104}}}}}
+    (tmp_path / "benchmarks" / "attack_overhead.json").write_text(json.dumps(data))
+    (tmp_path / "README.md").write_text("<!-- begin generated: attack-overhead -->\n<!-- end generated: attack-overhead -->\n")
+    write_docs(tmp_path)
+    assert "| `student` (20 iterations) | 1.07 | 2.50 | 1.10 |" in (tmp_path / "README.md").read_text()
+
+
 def test_sections_are_registered_once_and_unknown_names_say_where_they_come_from(tmp_path):
     assert {"attack-presets", "ablation-mrpd", "leaderboard-headline", "grid-attacks"} <= set(GENERATORS)
     with pytest.raises(ValueError, match="already registered"):
