@@ -273,6 +273,21 @@ def attack_overhead(root: Path) -> str:
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
 
 
+def thread_contention(root: Path) -> str:
+    """``benchmarks/thread_contention.json``: one `bench` step beside another CPU job, forced to all
+    CPUs vs the launcher's thread choice."""
+    path = root / "benchmarks" / "thread_contention.json"
+    if not path.exists():
+        return "No committed measurement yet: run `python benchmarks/thread_contention.py`.\n"
+    data = json.loads(path.read_text())
+    rows = [{"run": name, "seconds": f"{run['seconds']:.1f}", "threads (bench info)": run["threads"],
+             "other job (products/s)": "–" if run.get("hog_products_per_s") is None else f"{run['hog_products_per_s']:.1f}"}
+            for name, run in data["runs"].items()]
+    intro = (f"From `{path.relative_to(root)}`: `{data['step']}` on {data['cpus']} CPUs, alone and beside a job "
+             f"keeping {data['hog_threads']} threads busy; forced / automatic = {data['ratio_forced_over_automatic']}x.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
 #: name -> renderer(project root) -> markdown (ending in a newline). The sections drawn from the
 #: committed results' leaderboard (``leaderboard-*``, ``grid-attacks``) are registered by
 #: ``benchmark.leaderboard`` when it is imported (``bench docs`` imports it).
@@ -286,6 +301,7 @@ GENERATORS: dict[str, Callable[[Path], str]] = {
     "training-mrpd": training_mrpd,
     "paired-mrpd": paired_mrpd,
     "attack-overhead": attack_overhead,
+    "thread-contention": thread_contention,
 }
 
 

@@ -171,6 +171,19 @@ def test_the_attack_overhead_section_tabulates_the_benchmark_json(tmp_path):
     assert "| `student` (20 iterations) | 1.07 | 2.50 | 1.10 |" in (tmp_path / "README.md").read_text()
 
 
+def test_the_thread_section_shows_each_run(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    data = {"step": "bench train", "cpus": 2, "hog_threads": 2, "ratio_forced_over_automatic": 2.27,
+            "runs": {"alone": {"seconds": 10.0, "threads": "2 (2 usable CPUs)"},
+                     "busy, automatic": {"seconds": 24.1, "threads": "1 (...)", "hog_products_per_s": 36.0}}}
+    (tmp_path / "benchmarks" / "thread_contention.json").write_text(json.dumps(data))
+    (tmp_path / "README.md").write_text("<!-- begin generated: thread-contention -->\n<!-- end generated: thread-contention -->\n")
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| alone | 10.0 | 2 (2 usable CPUs) | – |" in text and "| busy, automatic | 24.1 | 1 (...) | 36.0 |" in text
+    assert "2.27x" in text
+
+
 def test_sections_are_registered_once_and_unknown_names_say_where_they_come_from(tmp_path):
     assert {"attack-presets", "ablation-mrpd", "leaderboard-headline", "grid-attacks"} <= set(GENERATORS)
     with pytest.raises(ValueError, match="already registered"):
