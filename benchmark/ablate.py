@@ -22,7 +22,8 @@ import pandas as pd
 
 from benchmark.core.params import Ablation
 
-__all__ = ["Ablation", "ablation_dir", "ablation_markdown", "ablation_summary", "column_name", "mechanism_markdown",
+__all__ = ["Ablation", "ablation_dir", "ablation_markdown", "ablation_summary", "column_name", "format_p",
+           "mechanism_markdown",
            "per_cloud", "variants_of"]
 
 
@@ -142,7 +143,8 @@ def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ab
     return pd.DataFrame(out)
 
 
-def _p(value: float) -> str:
+def format_p(value: float) -> str:
+    """A p-value for the tables: ``<0.001``, else two significant digits; ``*`` below 0.05; ``-`` for NaN."""
     if value != value:  # NaN
         return "-"
     return ("<0.001" if value < 0.001 else f"{value:.2g}") + ("*" if value < 0.05 else "")
@@ -190,10 +192,10 @@ def ablation_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, A
                   + " paper |", "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if control else "")
                   + "---:|"]
         for _, r in summary.iterrows():
-            cells = f" {_p(r['p mean control'])} | {_p(r['p worst control'])} |" if control else ""
+            cells = f" {format_p(r['p mean control'])} | {format_p(r['p worst control'])} |" if control else ""
             lines.append(f"| {r['variant']} | {r['what']} | {r['changes']} | {_cell(r['clean'])} | "
                          f"{_cell(r['mean robust'])} | {_cell(r['worst case'])} | {_cell(r['delta mean'], True)} | "
-                         f"{_p(r['p mean'])} | {_p(r['p worst'])} |{cells} {_cell(r['paper mean'])} |")
+                         f"{format_p(r['p mean'])} | {format_p(r['p worst'])} |{cells} {_cell(r['paper mean'])} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -244,8 +246,8 @@ def mechanism_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, 
             p_mean, p_worst = r["p mean"], r["p worst"]
         gain = {c: float(by.loc[full, c]) - float(r[c]) for c in ("mean robust", "worst case", "clean")}
         verdict = _verdict(gain["mean robust"], p_mean)
-        lines.append(f"| {mechanism} | `{variant}` | {_cell(gain['mean robust'], True)} | {_p(p_mean)} | "
-                     f"{_cell(gain['worst case'], True)} | {_p(p_worst)} | {_cell(gain['clean'], True)} | {verdict} |")
+        lines.append(f"| {mechanism} | `{variant}` | {_cell(gain['mean robust'], True)} | {format_p(p_mean)} | "
+                     f"{_cell(gain['worst case'], True)} | {format_p(p_worst)} | {_cell(gain['clean'], True)} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -219,7 +219,7 @@ def paired_mrpd(root: Path) -> str:
     of each cloud's share of attacks survived) and worst case (exact McNemar)."""
     import pandas as pd
 
-    from benchmark.ablate import per_cloud
+    from benchmark.ablate import format_p, per_cloud
     from benchmark.stats import mcnemar, paired_permutation
 
     path = root / "results" / "synthshapes.csv"
@@ -236,19 +236,15 @@ def paired_mrpd(root: Path) -> str:
                 continue
             mean, worst = paired_permutation(sa, sb), mcnemar(wa, wb)
             rows.append({"protocol": protocol, "comparison": f"`{a}` vs `{b}`", "n": str(mean.n),
-                         "mean robust (points)": f"{100 * mean.difference:+.1f}", "p mean": _p_value(mean.p_value),
+                         "mean robust (points)": f"{100 * mean.difference:+.1f}", "p mean": format_p(mean.p_value),
                          "worst case (points)": f"{100 * worst.difference:+.1f}",
-                         "p worst": _p_value(worst.p_value)})
+                         "p worst": format_p(worst.p_value)})
     if not rows:
         return "The committed grid holds no `mrpd`, `prompt-at` and `none` columns on the same clouds.\n"
     intro = (f"From `{path.relative_to(root)}`: differences on the same clouds, first minus second, in points of "
              "accuracy; mean robust: sign-flip permutation test of each cloud's share of the bounded attacks "
              "survived; worst case: exact McNemar test of surviving clean and every strong attack; `*`: p < 0.05.")
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
-
-
-def _p_value(p: float) -> str:
-    return ("<0.001" if p < 0.001 else f"{p:.2g}") + ("*" if p < 0.05 else "")
 
 
 def attack_overhead(root: Path) -> str:
