@@ -116,8 +116,10 @@ def allocator_status(environ: Mapping[str, str] | None = None) -> str:
 
 def package_versions() -> dict[str, str]:
     """Versions of Python, the project and its main dependencies, without importing them."""
-    out = {"python": platform.python_version()}
-    for dist in ("pcrb", "torch", "torchvision", "open_clip_torch", "numpy", "scipy", "pandas", "h5py",
+    from benchmark.core.version import pcrb_version
+
+    out = {"python": platform.python_version(), "pcrb": pcrb_version()}  # the one version number
+    for dist in ("torch", "torchvision", "open_clip_torch", "numpy", "scipy", "pandas", "h5py",
                  "safetensors", "rich", "pyyaml"):
         try:
             out[dist] = importlib.metadata.version(dist)
