@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
-import subprocess
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +36,15 @@ from torch import Tensor, nn
 
 from attacks.crafting import CraftedSet, craft, crafting_key
 from attacks.factory import attack_spec, build_attack
+from benchmark.cells import (
+    Cell,
+    attack_role,
+    batch_seed,
+    check_names,
+    git_commit,
+    is_oom,
+    predict,
+)
 from benchmark.core.cache import resolve_cache_dir, state_dict_sha256
 from benchmark.core.config import RunConfig, config_hash, resolve_config, to_jsonable
 from benchmark.core.data import PointCloudDataset, load_run_split
@@ -49,20 +55,11 @@ from benchmark.variants import cell_variants
 from defenses import build_defense
 from defenses.base import Defense, DefenseContext, DefendedModel, ModelDefense, inference_cost
 
-__all__ = ["Cell", "Runner", "attack_role", "git_commit", "predict"]
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One result: ``defense`` classifying ``attack``'s clouds crafted under ``protocol``."""
-
-    protocol: str
-    defense: str
-    attack: str  # "clean" for the clean clouds
+__all__ = ["Cell", "Runner", "attack_role", "check_names", "git_commit", "predict"]
 
 
 @dataclass
-class _PreparedDefense:
+class PreparedDefense:
     name: str
     model: DefendedModel | None = None
     seconds: float = 0.0
@@ -72,59 +69,7 @@ class _PreparedDefense:
     error: str | None = None
 
 
-def git_commit(path: Path | None = None) -> str:
-    """The checkout's commit hash (short), or "" outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=path or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, points: Tensor, batch_size: int, device: torch.device,
-            before_batch: Callable[[int], None] | None = None) -> Tensor:
-    """Predicted labels ``[N]`` of ``model`` on ``points [N, P, 3]`` in batches; a CUDA
-    out-of-memory error retries that batch in halves. ``before_batch(start)`` runs before
-    each top-level batch (e.g. to reseed a randomised defense)."""
-
-    def run(x: Tensor) -> Tensor:
-        try:
-            return model(x.to(device)).argmax(1).cpu()
-        except RuntimeError as err:
-            if not _is_oom(err) or x.shape[0] == 1:
-                raise
-            torch.cuda.empty_cache()
-            half = x.shape[0] // 2
-            return torch.cat([run(x[:half]), run(x[half:])])
-
-    out = []
-    for start in range(0, points.shape[0], batch_size):
-        if before_batch is not None:
-            before_batch(start)
-        out.append(run(points[start : start + batch_size]))
-    return torch.cat(out)
-
-
-def attack_role(name: str) -> str:
-    """``strong``, ``min-norm`` or ``weak`` (the attack's registry tags), ``""`` for the clean cells."""
-    if name == CLEAN:
-        return ""
-    tags = ATTACKS.get(name).tags if name in ATTACKS else ()
-    return "min-norm" if "min-norm" in tags else "strong" if "strong" in tags else "weak"
-
-
-def _batch_seed(seed: int, *parts: Any) -> int:
-    digest = hashlib.blake2b(json.dumps([seed, *parts]).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-class _GivenModel(ModelDefense):
+class GivenModel(ModelDefense):
     """A user's classifier evaluated as a defense (``api.evaluate``)."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -177,7 +122,7 @@ class Runner:
         self.run_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
         self.versions = package_versions()
         self.commit = git_commit()
-        self._defenses: dict[str, _PreparedDefense] = {}
+        self._defenses: dict[str, PreparedDefense] = {}
         self._clean_pred: dict[str, Tensor] = {}
         self._profile_config: dict[str, Any] | None = None
         self.failures: list[tuple[Cell, str]] = []
@@ -230,15 +175,22 @@ class Runner:
             f"clouds x {test.num_points} points, {test.num_classes} classes (fingerprint {test.fingerprint})"
         )
 
-    def prepare_models(self) -> None:
+    def build_zoo(self, force: bool = False) -> Any:
+        """The model zoo over this run's splits (after :meth:`prepare_data`): every model is
+        trained or loaded from the weights cache on first use; ``force`` retrains cached ones."""
         from models.zoo import Zoo, ZooContext
 
         cfg = self.cfg
         self.zoo = Zoo(ZooContext(train=self.splits["train"], test=self.splits["test"], cache_dir=self.cache_dir,
                                   device=self.device, seed=cfg.seed, params=cfg.models,
-                                  train_config=cfg.train_config, progress=self.progress, log=self._log,
+                                  train_config=cfg.train_config, force=force, progress=self.progress, log=self._log,
                                   source=lambda overrides: load_run_split(cfg, "train", self.cache_dir, overrides)))
-        self.victim = self.zoo.get(cfg.victim)
+        return self.zoo
+
+    def prepare_models(self) -> None:
+        """Build the zoo and train or load the victim (``self.victim``, frozen, in eval mode)."""
+        self.build_zoo()
+        self.victim = self.zoo.get(self.cfg.victim)
         self.victim.model.eval().requires_grad_(False)
 
     def defense_context(self) -> DefenseContext:
@@ -254,7 +206,7 @@ class Runner:
         """The unprepared defense ``name`` with this run's parameters (or the given extra defense)."""
         if name in self.extra:
             given = self.extra[name]
-            obj = given if isinstance(given, Defense) else _GivenModel(given)
+            obj = given if isinstance(given, Defense) else GivenModel(given)
             obj.registry_name = name
             return obj
         return build_defense(name, **(self.cfg.defenses.get(name) or {}))
@@ -269,12 +221,12 @@ class Runner:
                 "victim": self.victim.weights_hash, "dataset": self.splits["train"].fingerprint, "seed": self.cfg.seed}
         return config_hash(spec), params
 
-    def defense(self, name: str) -> _PreparedDefense:
+    def defense(self, name: str) -> PreparedDefense:
         """The prepared defense ``name`` (prepared once per run; failures remembered)."""
         if name in self._defenses:
             return self._defenses[name]
         identity, params = self.defense_identity(name)
-        prepared = _PreparedDefense(name, identity=identity, params=params)
+        prepared = PreparedDefense(name, identity=identity, params=params)
         self._defenses[name] = prepared
         try:
             start = time.perf_counter()
@@ -352,26 +304,29 @@ class Runner:
                 return craft(attack, source_model, self.points, self.labels, key=key, cache_dir=self.cache_dir,
                              batch_size=batch, indices=torch.from_numpy(self.indices), on_batch=advance)
             except RuntimeError as err:
-                if not _is_oom(err) or batch == 1:
+                if not is_oom(err) or batch == 1:
                     raise
                 torch.cuda.empty_cache()
                 batch = max(1, batch // 2)
                 self.console.print(f"[yellow]  {attack_name}: CUDA out of memory; retrying with batch {batch}[/]")
 
-    def transfer_examples(self, attack_name: str) -> CraftedSet:
+    def transfer_examples(self, attack_name: str,
+                          on_batch: Callable[[int, int], None] | None = None) -> CraftedSet:
         """The attack's examples of this run's test clouds crafted against the victim (the
-        transfer protocol's examples): loaded from the adversarial-example cache or crafted."""
-        return self._craft(attack_name, self.victim.model, self.victim.weights_hash, lambda done, total: None)
+        transfer protocol's examples): loaded from the adversarial-example cache or crafted.
+        ``on_batch(done, total)`` is called after each batch."""
+        return self._craft(attack_name, self.victim.model, self.victim.weights_hash,
+                           on_batch or (lambda done, total: None))
 
-    def _evaluate(self, prepared: _PreparedDefense, points: Tensor, cell: Cell) -> tuple[Tensor, float]:
+    def _evaluate(self, prepared: PreparedDefense, points: Tensor, cell: Cell) -> tuple[Tensor, float]:
         model = prepared.model
         start = time.perf_counter()
         pred = predict(model, points, self.cfg.batch_size, self.device,
-                       before_batch=lambda s: model.reseed(_batch_seed(self.cfg.seed, cell.protocol, cell.attack,
+                       before_batch=lambda s: model.reseed(batch_seed(self.cfg.seed, cell.protocol, cell.attack,
                                                                        int(self.indices[s]))))
         return pred, time.perf_counter() - start
 
-    def _row(self, cell: Cell, key: Mapping[str, Any], cell_hash: str, prepared: _PreparedDefense,
+    def _row(self, cell: Cell, key: Mapping[str, Any], cell_hash: str, prepared: PreparedDefense,
              correct: Tensor | None, crafted: CraftedSet | None, seconds_eval: float, error: str | None) -> dict[str, Any]:
         n = len(self.indices)
         row: dict[str, Any] = dict(key)
@@ -400,9 +355,11 @@ class Runner:
         return row
 
     def check_parameters(self) -> None:
-        """Build every selected or configured attack and defense from its parameters (no data,
-        no models: seconds), so an unknown name or a value outside its domain fails before any
-        dataset generation or training (``ConfigError`` / ``UnknownNameError`` naming the key)."""
+        """Check every name (:func:`check_names`), then build every selected or configured attack
+        and defense from its parameters (no data, no models: seconds), so an unknown name or a
+        value outside its domain fails before any dataset generation or training
+        (``ConfigError`` / ``UnknownNameError`` naming the key)."""
+        check_names(self.cfg)
         for name in dict.fromkeys([*self.attack_names(), *self.cfg.attacks]):
             self.attack_object_spec(name)
         for name in dict.fromkeys([*self.defense_names(), *self.cfg.defenses]):
@@ -437,7 +394,7 @@ class Runner:
         except Exception as err:  # noqa: BLE001 - e.g. bad attack parameters
             if self.fail_fast:
                 raise
-            self._fail(cell, key, "", _PreparedDefense(cell.defense), err)
+            self._fail(cell, key, "", PreparedDefense(cell.defense), err)
             return
         if not self.force:
             done = self.store.finished(key, cell_hash)
@@ -493,11 +450,11 @@ class Runner:
         def reseed(b: int) -> None:
             start = b * self.cfg.batch_size
             if start < len(self.indices):
-                model.reseed(_batch_seed(self.cfg.seed, "adaptive", cell.attack, int(self.indices[start])))
+                model.reseed(batch_seed(self.cfg.seed, "adaptive", cell.attack, int(self.indices[start])))
 
         return reseed
 
-    def _fail(self, cell: Cell, key: Mapping[str, Any], cell_hash: str, prepared: _PreparedDefense,
+    def _fail(self, cell: Cell, key: Mapping[str, Any], cell_hash: str, prepared: PreparedDefense,
               err: BaseException) -> None:
         message = f"{type(err).__name__}: {err}"
         self.failures.append((cell, message))
@@ -514,7 +471,7 @@ class Runner:
             "run_id": self.run_id, "finished": finished, "config": self.cfg.to_dict(), "config_hash": self.cfg.hash(),
             "versions": self.versions, "git_commit": self.commit, "device": str(self.device),
             "platform": platform.platform(), "python": platform.python_version(),
-            "shard": list(self.shard), "n": int(len(getattr(self, "indices", []))),
+            "shard": list(self.shard), "n": len(getattr(self, "indices", [])),
             "failures": [{"cell": dataclasses.asdict(c), "error": e} for c, e in self.failures],
             # what each defense learned and measured while preparing (e.g. MRPD's per-epoch diagnostics)
             "defenses": {name: {"seconds": round(p.seconds, 1), "cost_ratio": p.cost_ratio, "error": p.error,
@@ -539,10 +496,3 @@ class Runner:
                 yield advance
 
         return display()
-
-
-def summarise(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per protocol, the summary table (see :func:`benchmark.store.summary_table`)."""
-    from benchmark.store import summary_table
-
-    return {protocol: summary_table(part) for protocol, part in rows.groupby("protocol", sort=False)}

@@ -196,7 +196,7 @@ def test_attack_crafts_then_loads_adversarial_examples_from_the_cache(bench):
 def test_the_run_summary_says_why_each_stored_row_was_replaced():
     from rich.console import Console
 
-    from benchmark.cli import _print_replaced
+    from benchmark.render import print_replaced
 
     def old(attack, status="ok", params='{"steps": 25}', cell_hash="h-old"):
         return {"protocol": "transfer", "defense": "none", "attack": attack, "status": status,
@@ -207,7 +207,7 @@ def test_the_run_summary_says_why_each_stored_row_was_replaced():
                 {"cell_hash": "h-old", "attack_params": '{"steps": 25}', "defense_params": "{}"}]  # --force
     replaced = [(old("fmn"), "h1"), (old("pgd"), "h2"), (old("cw"), "h-old"), (old("knn", status="failed"), "h4")]
     console = Console(record=True, width=400)
-    _print_replaced(replaced, new_rows, console)
+    print_replaced(replaced, new_rows, console)
     said = console.export_text()
     assert "replaced 4 stored row(s) of the same cells" in said and "1 had failed" in said
     assert "1 were computed with the profile's earlier settings" in said

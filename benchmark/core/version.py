@@ -30,8 +30,8 @@ def _from_pyproject(path: Path) -> str | None:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: the one line we need, by pattern
-        section = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
-        match = section and re.search(r"^version\s*=\s*[\"']([^\"']+)[\"']", section.group(1), re.M)
+        section = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.MULTILINE | re.DOTALL)
+        match = section and re.search(r"^version\s*=\s*[\"']([^\"']+)[\"']", section.group(1), re.MULTILINE)
         return match.group(1) if match else None
     try:
         version = tomllib.loads(text).get("project", {}).get("version")
