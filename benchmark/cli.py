@@ -65,9 +65,13 @@ def _report_run(cfg: RunConfig, outcome: api.RunOutcome, console: Any) -> int:
     render.print_replaced(outcome.replaced, outcome.new_rows, console)
     render.print_sanity(outcome.stored(), console)
     console.print(f"results: {outcome.results} (run {outcome.run_id})")
-    if outcome.plots:
-        console.print(f"figures: {len(outcome.plots)} PNG files in {outcome.plots[0].parent}")
+    _figures(outcome.plots, console)
     return _failed(outcome.failures, console)
+
+
+def _figures(paths: Sequence[Path], console: Any) -> None:
+    if paths:
+        console.print(f"figures: {len(paths)} PNG files in {paths[0].parent}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,8 +92,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     status = [0]
-    api.sweep(cfg, key, values, on_run=lambda one, outcome: status.append(_report_run(one, outcome, console)),
-              **options)
+    swept = api.sweep(cfg, key, values, on_run=lambda one, outcome: status.append(_report_run(one, outcome, console)),
+                      **options)
+    _figures(swept.plots, console)
     return max(status)
 
 

@@ -185,12 +185,8 @@ def run(cfg: RunConfig, *, shard: tuple[int, int] | None = None, force: bool = F
 
 def _draw(results: PathLike, cache_dir: PathLike | None, console: Any) -> list[Path]:
     """The figures of a results folder after a run; a failure to draw is a warning (the rows are written)."""
-    import warnings
-
     try:
-        with warnings.catch_warnings():  # a crowded figure keeps its layout: no warning after every run
-            warnings.filterwarnings("ignore", message="Tight layout not applied")
-            return plot(results, cache_dir=cache_dir, log=lambda message: console.print(f"  {message}"))
+        return plot(results, cache_dir=cache_dir, log=lambda message: console.print(f"  {message}"))
     except Exception as err:  # noqa: BLE001 - the run's results stand without figures (e.g. no matplotlib)
         console.print(f"[yellow]no figures drawn[/] ({type(err).__name__}: {err})")
         return []
@@ -314,11 +310,14 @@ def plot(results: PathLike = "results", out: PathLike | None = None, *, cache_di
     under ``out`` (default ``<results>/plots``); returns their paths. Raises
     ``benchmark.plots.MissingExtraError`` without matplotlib."""
     import sys
+    import warnings
 
     from benchmark.plots import make_plots
 
-    return make_plots(results, out, cache_dir=cache_dir, samples=samples,
-                      log=log or (lambda message: print(message, file=sys.stderr)))
+    with warnings.catch_warnings():  # a crowded figure keeps its layout; no warning for it
+        warnings.filterwarnings("ignore", message="Tight layout not applied")
+        return make_plots(results, out, cache_dir=cache_dir, samples=samples,
+                          log=log or (lambda message: print(message, file=sys.stderr)))
 
 
 def merge(results: Sequence[PathLike], out: PathLike) -> pd.DataFrame:
