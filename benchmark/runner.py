@@ -16,6 +16,9 @@ What one run does (DESIGN.md, "Data flows one way"):
 A cell whose row is stored with the same cell hash is skipped (resume). An exception in a
 cell is recorded as a failed row and the run goes on (``fail_fast`` stops it instead). A
 CUDA out-of-memory error retries the batch in halves.
+
+This file is the :class:`Runner` alone (~500 lines: one concept, the grid run, whose methods
+share its state); the pieces that need no run state are in :mod:`benchmark.cells`.
 """
 from __future__ import annotations
 

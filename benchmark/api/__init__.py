@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.api.ablation import AblationOutcome, ablate, ablation_variants
-from benchmark.core.config import ConfigError, RunConfig, resolve_config
-from benchmark.api.train_attack import AttackReport, TrainReport, attack, train
 from benchmark.api.teachers import diagnostics_dir, teacher_robustness
+from benchmark.api.train_attack import AttackReport, TrainReport, attack, train
+from benchmark.core.config import ConfigError, RunConfig, resolve_config
 
 if TYPE_CHECKING:  # pandas and torch load when a call needs them (`bench --help` stays quick)
     import pandas as pd

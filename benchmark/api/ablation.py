@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["AblationOutcome", "ablate", "ablation_variants"]
 
 
-# ---------------------------------------------------------------------------------------------
 def ablation_variants(defense: str, select: Sequence[str] | None = None, plugins: Sequence[str] = ()) -> dict[str, Any]:
     """The ablations ``defense`` declares (``benchmark.ablate.variants_of``), the full method
     first; ``select`` keeps only those (and the full method). Raises ``UnknownNameError`` /

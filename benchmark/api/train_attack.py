@@ -27,7 +27,6 @@ def _console(console: Any) -> Any:
     return console if console is not None else Console(stderr=True)
 
 
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class TrainReport:
     """``rows``: one per model: ``model``, ``params`` (count), ``score`` (its headline test
