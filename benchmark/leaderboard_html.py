@@ -20,6 +20,9 @@ Self-contained: no external resource. The page's Content-Security-Policy allows 
 style sheet and script (by SHA-256) and no network at all, so it works offline and text from
 the result files could not run as script even if it escaped as markup. Every string read from
 a file is HTML-escaped. No timestamp, host or timing enters: the same rows give the same bytes.
+
+One module over ~400 lines: the cells, the tables, the curve figure and the page are one
+concept (this page), and each part is only used here.
 """
 from __future__ import annotations
 
@@ -106,7 +109,7 @@ def _number_td(text: str, *, bar: bool = False) -> str:
 
 def _th(label: str, kind: str | None, first: str = "desc", title: str = "", cls: str = "") -> str:
     """A header cell; ``kind`` ``num`` / ``text`` makes it sortable (``first``: the first click's order)."""
-    attrs = f' class="{cls}"' if cls else ""
+    attrs = f' class="{esc(cls)}"' if cls else ""
     attrs += f' title="{esc(title)}"' if title else ""
     if kind is None:
         return f'<th scope="col"{attrs}>{esc(label)}</th>'
@@ -196,7 +199,7 @@ def _ranking_table(rows: pd.DataFrame, attacks: Sequence[str], roles: Mapping[st
         head.append(_th("median min L2", "num", title="median smallest L2 perturbation that fools the model"))
     head.append(_th(CLEAN, "num", title="accuracy on the clean clouds, % [95% CI]"))
     head += [_th(a, "num", title=f"{roles.get(a) or 'unlabelled'} attack: accuracy under it, % [95% CI]",
-                 cls=f"role-{roles.get(a) or 'none'}") for a in attacks]
+                 cls=f"role-{roles.get(a)}" if roles.get(a) in _ROLE_ORDER else "") for a in attacks]
     head.append(_th("parameters", None))
     body = []
     for index, s in enumerate(standings):
@@ -236,6 +239,24 @@ def _attack_table(rows: pd.DataFrame, attacks: Sequence[str], roles: Mapping[str
             + "\n".join(body) + "\n</tbody></table></div>")
 
 
+def _roles_note(attacks: Sequence[str], roles: Mapping[str, str]) -> str:
+    """Which attacks rank (strong), which only enter the mean (weak), which draw the curve (min-norm)."""
+    def names(role: str) -> str:
+        return ", ".join(f"<code>{esc(a)}</code>" for a in attacks if (roles.get(a) or "") == role)
+
+    parts = []
+    if names("strong"):
+        parts.append(f'<span class="role-strong">strong</span> (the worst case ranks over them): {names("strong")}')
+    weak = ", ".join(n for n in (names("weak"), names("")) if n)
+    if weak:
+        where = "avg robust only" if names("strong") else "the worst case ranks over them, and avg robust"
+        parts.append(f'<span class="role-weak">{"weak" if names("weak") else "unlabelled"}</span> ({where}): {weak}')
+    if names("min-norm"):
+        parts.append(f'<span class="role-min-norm">minimum-norm</span> (unbounded: in neither; it gives the median '
+                     f"and the curve): {names('min-norm')}")
+    return f'<p class="note">Attacks: {"; ".join(parts)}.</p>' if parts else ""
+
+
 def _section_html(number: int, section: Section, rows: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> str:
     roles = _roles(rows)
     attacks = sorted({str(a) for a in rows["attack"] if a != CLEAN},
@@ -243,6 +264,7 @@ def _section_html(number: int, section: Section, rows: pd.DataFrame, runs: Mappi
     standings = _standings(rows, attacks, roles)
     out = [f'<section id="section-{number}">', f"<h2>{esc(section.title())}</h2>", _facts(section, rows, runs),
            _ranking_table(rows, attacks, roles, standings)]
+    out.append(_roles_note(attacks, roles))
     if any(not s.complete for s in standings) and attacks:
         out.append('<p class="note">† some attack cells of this defense failed or are missing: its mean and worst '
                    "case cover the finished ones only, and the row ranks after the complete ones.</p>")

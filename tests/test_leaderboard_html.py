@@ -51,9 +51,10 @@ DISTANCES = [0.05 * (i + 1) for i in range(N)]
 
 
 def write_fixture(folder: Path, *, victim: str = "pointnet-lite", rename: dict[str, str] | None = None,
-                  error: str = "RuntimeError: out of points", pgd_params: str = PGD) -> Path:
+                  error: str = "RuntimeError: out of points", pgd_params: str = PGD,
+                  roles: dict[str, str] | None = None) -> Path:
     """A results folder as `bench run` leaves it: rows through the store, one run record."""
-    rename = rename or {}
+    rename, roles = rename or {}, {**ROLES, **(roles or {})}
     rows = []
     for defense, attack, outcome in CELLS:
         row = {"dataset": "synthshapes", "profile": "smoke", "protocol": "transfer", "victim": victim,
@@ -61,7 +62,7 @@ def write_fixture(folder: Path, *, victim: str = "pointnet-lite", rename: dict[s
                "attack": attack, "seed": 0, "n": N, "defense_params": SOR if defense == "sor" else "{}",
                "attack_params": {"pgd": pgd_params, "drop-100": '{"num_drop": 100}', "fmn": '{"steps": 100}'}.get(
                    attack, ""),
-               "attack_role": ROLES.get(attack, ""), "dataset_fingerprint": "abc123", "victim_hash": "feedbeef" * 4,
+               "attack_role": roles.get(attack, ""), "dataset_fingerprint": "abc123", "victim_hash": "feedbeef" * 4,
                "run_id": "run-1", "pcrb_version": "0.1.0", "device": "cpu",
                "distances": encode_distances(DISTANCES) if attack == "fmn" else ""}
         if outcome == "failed":
@@ -264,17 +265,18 @@ HOSTILE_DEFENSE = "<img src=x onerror=alert(1)>"
 HOSTILE_VICTIM = '"><script>alert(2)</script>'
 HOSTILE_ERROR = "</li><script>alert('3')</script> & more"
 HOSTILE_PARAMS = json.dumps({"note": "</pre><script>alert(4)</script>"})
+HOSTILE_ROLE = '" onmouseover="alert(5)'
 
 
 def test_text_from_the_result_files_is_escaped_everywhere(tmp_path):
     results = write_fixture(tmp_path / "results", victim=HOSTILE_VICTIM, rename={"srs": HOSTILE_DEFENSE},
-                            error=HOSTILE_ERROR, pgd_params=HOSTILE_PARAMS)
+                            error=HOSTILE_ERROR, pgd_params=HOSTILE_PARAMS, roles={"drop-100": HOSTILE_ROLE})
     text = write_html_leaderboard(results, tmp_path / "lb.html").read_text("utf-8")
     page = Page(text)
     assert [t for t, _ in page.tags].count("script") == 1 and "img" not in [t for t, _ in page.tags]
     assert all(not k.startswith("on") for _, attrs in page.tags for k in attrs)
     assert "alert" not in page.script
-    for raw in (HOSTILE_DEFENSE, HOSTILE_VICTIM, HOSTILE_ERROR, "</pre><script>"):
+    for raw in (HOSTILE_DEFENSE, HOSTILE_VICTIM, HOSTILE_ERROR, "</pre><script>", HOSTILE_ROLE):
         assert raw not in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text and "&lt;/li&gt;&lt;script&gt;alert(&#x27;3&#x27;)&lt;/script&gt; &amp; more" in text
     assert page.ranking()[1][1] == HOSTILE_DEFENSE  # shown as the text it is
