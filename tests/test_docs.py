@@ -1,5 +1,6 @@
-"""Generated README sections (``benchmark.docs``): rendered from the files the code writes, and
-the committed README must match them (a number typed by hand would drift)."""
+"""The README and docs/ (``benchmark.docs``): every number sits in a generated section rendered
+from the files the code writes, the committed documents match those files, no number is typed
+by hand outside them, every relative link resolves, and the README stays a five-minute read."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 import benchmark.leaderboard  # noqa: F401  (registers the results' README sections)
-from benchmark.docs import GENERATORS, check_docs, register_section, render_sections, write_docs
+from benchmark.docs import GENERATORS, check_docs, documents, register_section, render_sections, write_docs
+from benchmark.docs.lint import broken_links, heading_anchors, measured_numbers, stray_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +198,7 @@ def test_sections_are_registered_once_and_unknown_names_say_where_they_come_from
 def test_the_mrpd_selection_section_marks_the_chosen_candidate(tmp_path):
     import json
 
-    from benchmark.docs import selection_mrpd
+    from benchmark.docs.mrpd import selection_mrpd
 
     assert "No committed selection" in selection_mrpd(tmp_path)
     (tmp_path / "benchmarks").mkdir()
@@ -209,3 +211,159 @@ def test_the_mrpd_selection_section_marks_the_chosen_candidate(tmp_path):
     text = selection_mrpd(tmp_path)
     assert "| **x** | 90.0 | 50.0 | 50.0 | 7 (3) | 0.50 | 60.0 | 80.0 / 70.0 |" in text
     assert "| undefended student | 92.0 | 40.0 | 40.0 |" in text and "| y |" in text
+
+
+# --------------------------------------------------------------------------- the committed documents
+
+
+def _section(root: Path, name: str) -> str:
+    """Render the generated section ``name`` in a README under ``root``; returns the README."""
+    (root / "README.md").write_text(f"<!-- begin generated: {name} -->\n<!-- end generated: {name} -->\n")
+    write_docs(root)
+    return (root / "README.md").read_text()
+
+
+def test_the_readme_is_a_five_minute_read_that_starts_with_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) < 150
+    first_block = text.split("```")[1]
+    assert text.index("```") < 100  # right under the title
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/bench run --defense mrpd --attack all" in first_block
+    assert "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -q" in first_block
+    assert "pip install -q -e '.[test]' && .venv/bin/python -m pytest -q" in ci  # CI runs what the README says
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    assert broken_links(ROOT) == []
+
+
+def test_no_measured_number_is_typed_outside_a_generated_section():
+    assert stray_numbers(ROOT) == [], "move the number into a generated section (benchmark/docs/) or drop it"
+
+
+def test_every_registered_section_is_shown_in_a_document_and_no_stale_text_remains():
+    texts = "\n".join(p.read_text() for p in documents(ROOT))
+    assert [n for n in GENERATORS if f"<!-- begin generated: {n} -->" not in texts] == []
+    assert [s for s in ("v0.3", "(being built)", "later the runner") if s in texts] == []
+
+
+@pytest.mark.parametrize("line, found", [
+    ("the grid ran in 1,777 s (29.6 min)", ["1,777", "29.6 min"]),
+    ("zoo training 698 s; 2.7 s for 1,000 clouds", ["698 s", "2.7 s", "1,000"]),
+    ("**96.3%** test accuracy, **2.8x** faster, on 256 test clouds", ["96.3%", "2.8x", "256 test clouds"]),
+    ("on 64 clouds after 12 epochs, 9.7 k parameters, 512 MiB", ["64 clouds", "12 epochs", "9.7 k", "512 MiB"]),
+    ("ModelNet40, k=5, p < 0.05, float32, v1.2.3, `--limit 64`, top-1, sections 0-2, 16 x 1024", []),
+    ("95% Wilson intervals; strong attacks under 90% on `none`; [link](results/n256_12s.png)", []),
+])
+def test_the_number_check_catches_typed_measurements_and_spares_names(line, found):
+    assert measured_numbers(line) == found
+
+
+def test_the_number_check_skips_generated_sections_and_reports_the_line(tmp_path):
+    (tmp_path / "README.md").write_text("# t\n<!-- begin generated: x -->\n99.0% 12 s\n<!-- end generated: x -->\n"
+                                        "took 12 s\n")
+    assert stray_numbers(tmp_path) == ["README.md:5: '12 s' in 'took 12 s'"]
+
+
+def test_the_link_check_finds_missing_files_and_anchors(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A page\n\n## The `default` presets\n\n```\n# not a heading\n```\n")
+    (tmp_path / "README.md").write_text(
+        "[ok](docs/a.md) [ok](docs/a.md#the-default-presets) [ok](#t) [web](https://x.org/nope) `[no](code.md)`\n"
+        "# t\n[gone](docs/b.md) [bad anchor](docs/a.md#not-a-heading) ![img](missing.png)\n")
+    assert broken_links(tmp_path) == ["README.md:3: docs/b.md", "README.md:3: docs/a.md#not-a-heading",
+                                      "README.md:3: missing.png"]
+    assert heading_anchors("# A\n## A\n## Plug-ins: ten lines\n") == {"a", "a-1", "plug-ins-ten-lines"}
+
+
+# --------------------------------------------------------------------------- the measurement sections
+
+
+def _write(root: Path, relative: str, data: dict) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_the_defense_cost_section_ranks_defenses_by_ratio_and_reports_failures(tmp_path):
+    assert "python benchmarks/defense_cost.py" in _section(tmp_path, "defense-cost")
+    base = {"status": "ok", "kind": "preprocess", "randomized": False, "gradient": "bpda", "victim_params": 1_233_027,
+            "victim_weights": "shared"}
+    _write(tmp_path, "benchmarks/defense_cost.json", {
+        "profile": "default", "victim": "v", "device": "cpu", "torch": "2.x", "threads": 2, "batch": 16, "points": 1024,
+        "repeats": 5, "defenses": {"slow": {**base, "ratio": 28.76, "extra_params": 814_307},
+                                   "mrpd": {**base, "kind": "model", "gradient": "exact", "ratio": 1.04, "extra_params": 9728},
+                                   "broken": {**base, "status": "failed", "error": "no weights", "ratio": None}}})
+    text = _section(tmp_path, "defense-cost")
+    assert text.index("`mrpd`") < text.index("`slow`") < text.index("`broken`")
+    assert "| `mrpd` | model | exact | 1.04 | 9.7 k | shared |" in text and "| 28.76 | 814.3 k |" in text
+    assert "failed: no weights" in text and "(1.23 M parameters)" in text
+
+
+def test_the_end_to_end_section_shows_each_run_against_its_goal_and_its_biggest_items(tmp_path):
+    items = [{"item": f"attack a{i}", "seconds": float(i)} for i in range(5)]
+    run = {"command": ["python", "-m", "benchmark", "run", "--defense", "mrpd", "--attack", "all", "--out", "/tmp/x",
+                       "--no-progress"], "wall_seconds": 20.6, "cells": 24, "test_clouds": 256, "items": items,
+           "goal": {"seconds": 180, "met": True}}
+    _write(tmp_path, "benchmarks/end_to_end.json", {
+        "profile": "default", "cores": 2, "goals": {"cold_seconds": 1800, "warm_seconds": 180},
+        "runs": {"warm mrpd": run, "cold mrpd": {**run, "wall_seconds": 2000.0, "goal": {"seconds": 1800, "met": False},
+                                                 "items": []}}})
+    text = _section(tmp_path, "end-to-end")
+    assert "| warm mrpd | `bench run --defense mrpd --attack all` | 256 | 24 | 20.6 | <= 180 | yes | – |" in text
+    assert "| cold mrpd |" in text and "| 2000.0 | <= 1800 | no |" in text
+    assert "| warm mrpd | attack a4 | 4 |" in text and "attack a1 |" not in text  # the three biggest only
+
+
+def test_the_scaling_section_tabulates_both_sweeps_and_the_growth(tmp_path):
+    runs = [{"model": "m", "attack": "pgd", "points": n, "batch": b, "seconds_per_iter": 0.01 * n / 1024 * b / 8,
+             "memory_mib": float(n // 64 * b // 8), "memory_kind": "ru_maxrss"}
+            for n, b in ((1024, 8), (2048, 8), (1024, 4), (1024, 16))]
+    growth = {"m": {"pgd": {"points": {"time": {"overall": 2.0}, "memory": {"overall": 2.0}},
+                            "batch": {"time": {"overall": 2.0}, "memory": {"overall": 1.5}}}}}
+    _write(tmp_path, "benchmarks/scaling.json", {"device": "cpu", "threads": 2, "iterations": 5, "repeats": 2,
+                                                 "runs": runs, "growth": growth})
+    text = _section(tmp_path, "scaling")
+    assert "|  | N 1024 | N 2048 | B 4 | B 8 | B 16 |" in text
+    assert "| `pgd` s / iteration | 0.010 | 0.020 | 0.005 | 0.010 | 0.020 |" in text
+    assert "| `pgd` | 2.00 | 2.00 | 2.00 | 1.50 |" in text and "at batch 8" in text
+
+
+def test_the_data_load_teacher_cache_and_difficulty_sections_read_their_files(tmp_path):
+    load = {"files": 2000, "sampling": "fps", "num_points": 1024, "first_load_seconds": 18.88, "cached_load_seconds": 0.02,
+            "phases": {"parse_share": 0.132}, "goal_seconds": 180, "goal_met": True}
+    _write(tmp_path, "benchmarks/data_load_2000_after.json", load)
+    assert "| `data_load_2000_after.json` | 2,000 | fps | 1024 | 18.9 | 0.02 | 13% | <= 180 | yes |" in _section(
+        tmp_path, "data-load")
+    _write(tmp_path, "benchmarks/teacher_cache.json", {
+        "profile": "default", "torch": "2.x", "threads": 2, "training_clouds": 64, "points": 1024, "warm_epoch_s": 10.0,
+        "cold_epoch_s": 30.0, "ratio": 3.0, "image_teacher_pass_s": 2.0, "point_teacher_pass_s": 18.0,
+        "feature_load_s": 0.008})
+    text = _section(tmp_path, "teacher-cache")
+    assert "| MRPD epoch, embedded teachers running (cold) | 30.0 | **3.0x** |" in text and "ViT" not in text
+    _write(tmp_path, "benchmarks/synthshapes_difficulty.json", {
+        "args": {"epochs": 3, "train_size": 64, "test_size": 32, "num_points": 256, "jitter": 0.0, "seed": 0},
+        "test_accuracy": 0.9, "per_class": {"a": 1.0, "b": 0.5, "c": 0.75}, "generation_seconds": 1.0,
+        "training_seconds": 2.0, "torch": "2.x", "threads": 2})
+    text = _section(tmp_path, "synthshapes-difficulty")
+    assert "**90.0%** on 32 test clouds" in text and "1 of 3 classes at 100%; the others, hardest first: b 50.0%, c 75.0%." in text
+
+
+def test_the_defense_training_section_takes_each_defense_from_the_newest_run_that_trained_it(tmp_path):
+    def record(meta: dict) -> dict:
+        return {"config": {"profile": "default"}, "defenses": {"if-defense": {"meta": meta}, "none": {"meta": {}}}}
+
+    trained = {"seconds": 124.3, "cached": False, "epochs": 1, "iou": 0.527, "iou_all_inside": 0.048, "iou_clouds": 32}
+    _write(tmp_path, "results/runs/20260101T000000Z-aaaaaa.json", record(trained))
+    _write(tmp_path, "results/runs/20260102T000000Z-bbbbbb.json", record({**trained, "cached": True}))  # loaded: skipped
+    text = _section(tmp_path, "defense-training")
+    assert "| `if-defense` | `20260101T000000Z-aaaaaa.json` (default) | 124 | 1 | – | – | occupancy IoU 0.53 on 32" in text
+    assert "`none`" not in text
+
+
+def test_the_attack_settings_section_shows_what_each_profile_changes_from_the_registered_defaults(tmp_path):
+    text = _section(tmp_path, "attack-settings")
+    row = next(line for line in text.splitlines() if line.startswith("| `pgd` |"))
+    assert "budget 0.08" in row and "steps 20" in row  # registered defaults
+    assert row.rstrip(" |").endswith("steps 10")  # what `default` runs instead (benchmark/core/profiles/default.yaml)

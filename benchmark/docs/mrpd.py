@@ -1,82 +1,16 @@
-"""Generated sections of the README: numbers come from the files the code writes, never by hand.
-
-A generated section sits between two markers in a markdown file::
-
-    <!-- begin generated: attack-presets -->
-    ... (rewritten by `bench docs`) ...
-    <!-- end generated: attack-presets -->
-
-:data:`GENERATORS` maps each name to a function that renders it from the project's output
-files (``benchmarks/*.json``, ``results/*.csv``). ``bench docs`` rewrites every section;
-``bench docs --check`` (and ``tests/test_docs.py``) fails when a committed section differs
-from what its files say, so a number cannot drift from its source.
-"""
+"""MRPD's generated sections (docs/mrpd.md): its recipe selection, training trajectory, paired
+comparison with its matched control, ablation and per-mechanism verdicts, and whether the
+teachers see through the attacks; each rendered from a file `bench` or a benchmark script wrote."""
 from __future__ import annotations
 
 import json
-import math
-import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GENERATORS", "check_docs", "markdown_table", "number", "percent", "register_section", "render_sections",
-           "write_docs"]
-
-_SECTION = re.compile(r"(<!-- begin generated: ([a-z0-9-]+) -->\n)(.*?)(<!-- end generated: \2 -->)", re.DOTALL)
+from benchmark.docs.render import markdown_table, register_section
 
 
-def percent(value: Any) -> str:
-    """``0.5`` -> ``50.0%``; None or NaN -> an en dash."""
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * float(value):.1f}%"
-
-
-def _setting(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in params.items()) or "paper"
-
-
-def attack_presets(root: Path) -> str:
-    """Success on the undefended victim and crafting seconds per attack, before and after
-    (``benchmarks/attack_presets_default.json``)."""
-    path = root / "benchmarks" / "attack_presets_default.json"
-    data = json.loads(path.read_text())
-    rows = data["rows"]
-    by = {(r["attack"], r["which"]): r for r in rows}
-    attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    lines = [(f"From `{path.relative_to(root)}`: the first {data['num_clouds']} test clouds, victim "
-             f"`{data['victim']}` ({data['victim_score']}), {data['device']}, batch {data['batch_size']}, "
-             f"{data['threads']} threads; success = the attack's own rule on the undefended victim."), "",
-             "| attack | role | before: setting | success | seconds | after: setting | success | seconds |",
-             "|---|---|---|---:|---:|---|---:|---:|"]
-    for attack in attacks:
-        before, after = by.get((attack, "before")), by.get((attack, "after"))
-        role = (after or before or {}).get("role", "")
-        cells = [f"`{attack}`", role]
-        for r in (before, after):
-            cells += ["–", "–", "–"] if r is None else [_setting(r["params"]), percent(r["success"]), f"{r['seconds']:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    totals = data.get("total_seconds", {})
-    shared = data.get("total_seconds_shared_attacks_after")
-    lines += ["", f"Crafting seconds in all: before {totals.get('before', math.nan):.0f}, after "
-              f"{totals.get('after', math.nan):.0f} ({shared:.0f} for the attacks both settings have)."
-              if shared is not None else ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def markdown_table(rows: list[dict[str, str]]) -> list[str]:
-    header = list(rows[0])
-    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|",
-            *("| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows)]
-
-
-def number(value: Any) -> float:
-    """``float(value)``, NaN where it is not a number."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
+@register_section("ablation-mrpd")
 def ablation_mrpd(root: Path) -> str:
     """The transfer table of ``results/ablations/mrpd/ablation.md`` (written by `bench ablate mrpd`)."""
     path = root / "results" / "ablations" / "mrpd" / "ablation.md"
@@ -95,6 +29,7 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}"
 
 
+@register_section("selection-mrpd")
 def selection_mrpd(root: Path) -> str:
     """The candidates of ``benchmarks/mrpd_selection.json``: validation accuracy, convergence, teachers."""
     path = root / "benchmarks" / "mrpd_selection.json"
@@ -126,6 +61,7 @@ def selection_mrpd(root: Path) -> str:
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
 
 
+@register_section("mechanisms-mrpd")
 def mechanisms_mrpd(root: Path) -> str:
     """``results/ablations/mrpd/mechanisms.md`` (written by a full `bench ablate mrpd`)."""
     path = root / "results" / "ablations" / "mrpd" / "mechanisms.md"
@@ -134,6 +70,7 @@ def mechanisms_mrpd(root: Path) -> str:
     return f"From `{path.relative_to(root)}`. " + path.read_text()
 
 
+@register_section("teachers-mrpd")
 def teachers_mrpd(root: Path) -> str:
     """The tables of ``results/diagnostics/mrpd/teachers.md`` (written by `bench teachers`)."""
     path = root / "results" / "diagnostics" / "mrpd" / "teachers.md"
@@ -146,6 +83,7 @@ def teachers_mrpd(root: Path) -> str:
     return "\n".join([f"From `{path.relative_to(root)}`.", "", *lines[start:]]).rstrip() + "\n"
 
 
+@register_section("teachers-before-after-mrpd")
 def teachers_before_after_mrpd(root: Path) -> str:
     """Per set, the student's accuracy and each teacher's rescue rate in the earlier setting
     (``teachers_twin_setting.json``: teachers trained on the run's split onto the student's
@@ -168,12 +106,13 @@ def teachers_before_after_mrpd(root: Path) -> str:
         rows.append(row)
     intro = (f"From `{paths['before'].relative_to(root)}` (before: teachers and student trained on the run's training "
              f"split, onto the same CLIP targets) and `{paths['now'].relative_to(root)}` (now: pretrained on source "
-             "distributions, see above), both written by `bench teachers`; percent, before → now. 'acc': accuracy of "
+             "distributions, see `docs/models.md`), both written by `bench teachers`; percent, before → now. 'acc': accuracy of "
              "the probe; 'rescue': of the clouds the undefended student gets wrong, the share the teacher gets right. "
              "The attacks are crafted against each setting's own student.")
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
 
 
+@register_section("training-mrpd")
 def training_mrpd(root: Path) -> str:
     """MRPD's and its matched control's per-epoch validation trajectory, from the newest committed
     run record (``results/runs/*.json``) that trained them: the convergence evidence."""
@@ -213,6 +152,7 @@ def training_mrpd(root: Path) -> str:
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
 
 
+@register_section("paired-mrpd")
 def paired_mrpd(root: Path) -> str:
     """MRPD, its matched control and no defense compared cloud by cloud on the committed grid
     (``results/synthshapes.csv``), per protocol: mean robust accuracy (sign-flip permutation test
@@ -247,103 +187,30 @@ def paired_mrpd(root: Path) -> str:
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
 
 
-def attack_overhead(root: Path) -> str:
-    """The ratios of ``benchmarks/attack_overhead.json``: attack wall time over its model passes."""
-    path = root / "benchmarks" / "attack_overhead.json"
+@register_section("teacher-cache")
+def teacher_cache(root: Path) -> str:
+    """``benchmarks/teacher_cache.json``: an MRPD epoch with the teachers' features cached (warm)
+    vs the teachers running every epoch (cold), with the embedded and a realistic image teacher."""
+    path = root / "benchmarks" / "teacher_cache.json"
     if not path.exists():
-        return "No committed measurement yet: run `python benchmarks/attack_overhead.py`.\n"
+        return "No committed measurement yet: run `python benchmarks/teacher_cache.py`.\n"
     data = json.loads(path.read_text())
-    attacks = list(dict.fromkeys(a for m in data["models"].values() for a in m["attacks"]))
-    rows = []
-    for model, entry in data["models"].items():
-        row = {"model": f"`{model}` ({entry['iterations']} iterations)"}
-        for attack in attacks:
-            cell = entry["attacks"].get(attack)
-            row[attack] = "–" if cell is None else f"{cell['ratio']:.2f}"
-        if "advpc" in entry["attacks"] and entry["attacks"]["advpc"].get("ratio_vs_inherent") is not None:
-            row["advpc vs its two passes"] = f"{entry['attacks']['advpc']['ratio_vs_inherent']:.2f}"
-        rows.append(row)
-    intro = (f"From `{path.relative_to(root)}` (torch {data['torch']}, {data['threads']} threads, batch "
-             f"{data['batch']} x {data['points']} points, best of {data['repeats']}): attack wall time / (iterations x "
-             "one forward+backward of the model on the same batch).")
+    rows = [{"what": "MRPD epoch, teacher features cached (warm)", "seconds": f"{data['warm_epoch_s']:.1f}",
+             "cold / warm": "1"},
+            {"what": "embedded image teacher, one pass over the training clouds", "seconds": f"{data['image_teacher_pass_s']:.1f}",
+             "cold / warm": ""},
+            {"what": "point teacher, one pass", "seconds": f"{data['point_teacher_pass_s']:.1f}", "cold / warm": ""},
+            {"what": "MRPD epoch, embedded teachers running (cold)", "seconds": f"{data['cold_epoch_s']:.1f}",
+             "cold / warm": f"**{data['ratio']:.1f}x**"}]
+    big = data.get("big_image_teacher")
+    if big:
+        rows += [{"what": f"{big['arch']} image tower ({big['parameters_m']:.0f} M parameters, random weights, "
+                          f"{big['pixels']} px), one pass", "seconds": f"{big['pass_s']:.1f}", "cold / warm": ""},
+                 {"what": f"MRPD epoch, with the {big['arch']} image teacher running (cold)",
+                  "seconds": f"{big['cold_epoch_s']:.1f}", "cold / warm": f"**{big['ratio']:.1f}x**"}]
+    rows.append({"what": "loading every cached feature (memory-map + checksum)", "seconds": f"{data['feature_load_s']:.3f}",
+                 "cold / warm": ""})
+    intro = (f"From `{path.relative_to(root)}` (profile `{data['profile']}`, torch {data['torch']}, {data['threads']} "
+             f"threads): {data['training_clouds']} training clouds of {data['points']} points, an epoch's wall time "
+             "with the teachers' embeddings at hand and with the teachers run every epoch (as the released code does).")
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
-
-
-def thread_contention(root: Path) -> str:
-    """``benchmarks/thread_contention.json``: one `bench` step beside another CPU job, forced to all
-    CPUs vs the launcher's thread choice."""
-    path = root / "benchmarks" / "thread_contention.json"
-    if not path.exists():
-        return "No committed measurement yet: run `python benchmarks/thread_contention.py`.\n"
-    data = json.loads(path.read_text())
-    rows = [{"run": name, "seconds": f"{run['seconds']:.1f}", "threads (bench info)": run["threads"],
-             "other job (products/s)": "–" if run.get("hog_products_per_s") is None else f"{run['hog_products_per_s']:.1f}"}
-            for name, run in data["runs"].items()]
-    intro = (f"From `{path.relative_to(root)}`: `{data['step']}` on {data['cpus']} CPUs, alone and beside a job "
-             f"keeping {data['hog_threads']} threads busy; forced / automatic = {data['ratio_forced_over_automatic']}x.")
-    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
-
-
-#: name -> renderer(project root) -> markdown (ending in a newline). The sections drawn from the
-#: committed results' leaderboard (``leaderboard-*``, ``grid-attacks``) are registered by
-#: ``benchmark.leaderboard`` when it is imported (``bench docs`` imports it).
-GENERATORS: dict[str, Callable[[Path], str]] = {
-    "attack-presets": attack_presets,
-    "ablation-mrpd": ablation_mrpd,
-    "mechanisms-mrpd": mechanisms_mrpd,
-    "selection-mrpd": selection_mrpd,
-    "teachers-mrpd": teachers_mrpd,
-    "teachers-before-after-mrpd": teachers_before_after_mrpd,
-    "training-mrpd": training_mrpd,
-    "paired-mrpd": paired_mrpd,
-    "attack-overhead": attack_overhead,
-    "thread-contention": thread_contention,
-}
-
-
-def register_section(name: str) -> Callable[[Callable[[Path], str]], Callable[[Path], str]]:
-    """Decorator: ``fn(project root) -> markdown`` renders the generated section ``name``."""
-
-    def add(fn: Callable[[Path], str]) -> Callable[[Path], str]:
-        if name in GENERATORS and GENERATORS[name] is not fn:
-            raise ValueError(f"generated section {name!r} is already registered")
-        GENERATORS[name] = fn
-        return fn
-
-    return add
-
-
-def render_sections(text: str, root: Path) -> str:
-    """``text`` with every generated section rewritten from ``root``'s files (unknown names raise)."""
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(2)
-        if name not in GENERATORS:
-            raise KeyError(f"unknown generated section {name!r}; known: {', '.join(GENERATORS)} (the results' "
-                           "sections are registered by benchmark.leaderboard: import it first, as `bench docs` does)")
-        return match.group(1) + GENERATORS[name](root) + match.group(4)
-
-    return _SECTION.sub(replace, text)
-
-
-def _documents(root: Path) -> list[Path]:
-    return [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.exists()]
-
-
-def check_docs(root: str | Path = ".") -> list[str]:
-    """The documents whose generated sections differ from their sources (``[]``: none drifted)."""
-    root = Path(root)
-    return [str(p.relative_to(root)) for p in _documents(root) if render_sections(p.read_text(), root) != p.read_text()]
-
-
-def write_docs(root: str | Path = ".") -> list[str]:
-    """Rewrite the generated sections of README.md and docs/*.md; returns the files changed."""
-    root = Path(root)
-    changed = []
-    for path in _documents(root):
-        old = path.read_text()
-        new = render_sections(old, root)
-        if new != old:
-            path.write_text(new)
-            changed.append(str(path.relative_to(root)))
-    return changed

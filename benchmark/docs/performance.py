@@ -1,0 +1,201 @@
+"""Generated sections of docs/performance.md: what the scripts in ``benchmarks/`` measured, read
+from the JSON each writes beside itself (attack overhead, threads, defense cost, end to end,
+scaling, data loading). A section whose file is missing says which script writes it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmark.docs.render import markdown_table, register_section
+
+
+def _load(root: Path, name: str) -> tuple[Path, dict[str, Any] | None]:
+    path = root / "benchmarks" / name
+    return path, json.loads(path.read_text()) if path.exists() else None
+
+
+def _missing(script: str) -> str:
+    return f"No committed measurement yet: run `python benchmarks/{script}`.\n"
+
+
+def count(value: Any) -> str:
+    """A parameter count, short: ``9728`` -> ``9.7 k``, ``1978209`` -> ``1.98 M``, ``0`` -> ``–``."""
+    n = int(value or 0)
+    if n == 0:
+        return "–"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f} M"
+    return f"{n / 1e3:.1f} k" if n >= 1000 else str(n)
+
+
+@register_section("attack-overhead")
+def attack_overhead(root: Path) -> str:
+    """The ratios of ``benchmarks/attack_overhead.json``: attack wall time over its model passes."""
+    path, data = _load(root, "attack_overhead.json")
+    if data is None:
+        return _missing("attack_overhead.py")
+    attacks = list(dict.fromkeys(a for m in data["models"].values() for a in m["attacks"]))
+    rows = []
+    for model, entry in data["models"].items():
+        row = {"model": f"`{model}` ({entry['iterations']} iterations)"}
+        for attack in attacks:
+            cell = entry["attacks"].get(attack)
+            row[attack] = "–" if cell is None else f"{cell['ratio']:.2f}"
+        if "advpc" in entry["attacks"] and entry["attacks"]["advpc"].get("ratio_vs_inherent") is not None:
+            row["advpc vs its two passes"] = f"{entry['attacks']['advpc']['ratio_vs_inherent']:.2f}"
+        rows.append(row)
+    intro = (f"From `{path.relative_to(root)}` (torch {data['torch']}, {data['threads']} threads, batch "
+             f"{data['batch']} x {data['points']} points, best of {data['repeats']}): attack wall time / (iterations x "
+             "one forward+backward of the model on the same batch).")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
+@register_section("thread-contention")
+def thread_contention(root: Path) -> str:
+    """``benchmarks/thread_contention.json``: one `bench` step beside another CPU job, forced to all
+    CPUs vs the launcher's thread choice."""
+    path, data = _load(root, "thread_contention.json")
+    if data is None:
+        return _missing("thread_contention.py")
+    rows = [{"run": name, "seconds": f"{run['seconds']:.1f}", "threads (bench info)": run["threads"],
+             "other job (products/s)": "–" if run.get("hog_products_per_s") is None else f"{run['hog_products_per_s']:.1f}"}
+            for name, run in data["runs"].items()]
+    intro = (f"From `{path.relative_to(root)}`: `{data['step']}` on {data['cpus']} CPUs, alone and beside a job "
+             f"keeping {data['hog_threads']} threads busy; forced / automatic = {data['ratio_forced_over_automatic']}x.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
+@register_section("defense-cost")
+def defense_cost(root: Path) -> str:
+    """``benchmarks/defense_cost.json``: each defended model's seconds per batch over the bare
+    victim's, cheapest first, with its kind, adaptive gradient and extra parameters."""
+    path, data = _load(root, "defense_cost.json")
+    if data is None:
+        return _missing("defense_cost.py")
+    entries = sorted(data["defenses"].items(), key=lambda kv: (kv[1].get("ratio") is None, kv[1].get("ratio") or 0.0))
+    rows = []
+    for name, d in entries:
+        ok = d.get("status", "ok") == "ok"
+        rows.append({"defense": f"`{name}`", "kind": d.get("kind", "–") + (", random" if d.get("randomized") else ""),
+                     "adaptive gradient": d.get("gradient", "–"),
+                     "defended / bare": f"{d['ratio']:.2f}" if ok and d.get("ratio") is not None else
+                     f"{d.get('status', 'failed')}: {d.get('error', '')}".rstrip(": "),
+                     "extra parameters": count(d.get("extra_params")), "victim weights": d.get("victim_weights", "–")})
+    victim_params = next((d.get("victim_params") for d in data["defenses"].values() if d.get("victim_params")), None)
+    intro = (f"From `{path.relative_to(root)}` (profile `{data['profile']}`, {data['device']}, {data['threads']} threads, "
+             f"torch {data['torch']}): seconds per batch of {data['batch']} x {data['points']} points of the defended "
+             f"model over those of the bare victim `{data['victim']}` ({count(victim_params)} parameters), no-grad "
+             f"forwards alternating, best of {data['repeats']}; preparation (training) not included.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
+def _command(run: dict[str, Any]) -> str:
+    words = list(run.get("command") or [])[3:]  # drop "python -m benchmark"
+    if "--out" in words:
+        i = words.index("--out")
+        del words[i:i + 2]
+    return "`bench " + " ".join(w for w in words if w != "--no-progress") + "`"
+
+
+@register_section("end-to-end")
+def end_to_end(root: Path) -> str:
+    """``benchmarks/end_to_end.json``: wall seconds of whole `bench run` commands, cold (empty
+    cache) and warm (everything cached, fresh results folder), against the goals, and the items
+    that cost most in each."""
+    path, data = _load(root, "end_to_end.json")
+    if data is None:
+        return _missing("end_to_end.py")
+    goals = data.get("goals", {})
+    rows, items = [], []
+    for label, run in data["runs"].items():
+        goal = (run.get("goal") or {}).get("seconds")
+        met = (run.get("goal") or {}).get("met")
+        notes = [f"{run['failed_cells']} failed cells"] if run.get("failed_cells") else []
+        if label.startswith("warm") and run.get("trained_here"):
+            notes.append("not warm: " + ", ".join(run["trained_here"]))
+        if run.get("error"):
+            notes.append(run["error"])
+        rows.append({"run": label, "command": _command(run), "test clouds": str(run.get("test_clouds", "–")),
+                     "cells": str(run.get("cells", "–")), "wall seconds": f"{run['wall_seconds']:.1f}",
+                     "goal (s)": "–" if goal is None else f"<= {goal}",
+                     "met": "–" if met is None else ("yes" if met else "no"), "notes": "; ".join(notes) or "–"})
+        for item in sorted(run.get("items") or [], key=lambda i: -i["seconds"])[:3]:
+            items.append({"run": label, "item": item["item"], "seconds": f"{item['seconds']:.0f}"})
+    intro = (f"From `{path.relative_to(root)}` (profile `{data['profile']}`, {data.get('cores', '?')} cores): "
+             "each `bench run` as a user starts it, wall seconds from launch to exit. Cold: from an empty cache "
+             "(trains every model, MRPD and crafts every attack); warm: everything cached, a fresh results folder "
+             f"(every cell evaluated again). Goals: cold <= {goals.get('cold_seconds', '–')} s, warm <= "
+             f"{goals.get('warm_seconds', '–')} s.")
+    lines = [intro, "", *markdown_table(rows)]
+    if items:
+        lines += ["", "The items that cost most in each run (seconds; cell ends are whole seconds):", "",
+                  *markdown_table(items)]
+    return "\n".join(lines) + "\n"
+
+
+@register_section("scaling")
+def scaling(root: Path) -> str:
+    """``benchmarks/scaling.json``: seconds per attack iteration and the memory an attack call adds,
+    vs points and vs batch, and the growth per doubling of each."""
+    path, data = _load(root, "scaling.json")
+    if data is None:
+        return _missing("scaling.py")
+    runs = data["runs"]
+    by_point_batch = max(runs, key=lambda r: r["points"])["batch"]
+    by_batch_points = max(runs, key=lambda r: r["batch"])["points"]
+    points = sorted({r["points"] for r in runs if r["batch"] == by_point_batch})
+    batches = sorted({r["batch"] for r in runs if r["points"] == by_batch_points})
+    series = list(dict.fromkeys((r["model"], r["attack"]) for r in runs))
+    several_models = len({m for m, _ in series}) > 1
+    cell = {(r["model"], r["attack"], r["points"], r["batch"]): r for r in runs}
+    rows = []
+    for model, attack in series:
+        name = f"`{attack}`" + (f" on `{model}`" if several_models else "")
+        for label, field, fmt in (("s / iteration", "seconds_per_iter", "{:.3f}"), ("MiB added", "memory_mib", "{:.0f}")):
+            row = {"": f"{name} {label}"}
+            for n in points:
+                r = cell.get((model, attack, n, by_point_batch))
+                row[f"N {n}"] = "–" if r is None else fmt.format(r[field])
+            for b in batches:
+                r = cell.get((model, attack, by_batch_points, b))
+                row[f"B {b}"] = "–" if r is None else fmt.format(r[field])
+            rows.append(row)
+    growth = []
+    for model, attacks in (data.get("growth") or {}).items():
+        for attack, axes in attacks.items():
+            growth.append({"attack": f"`{attack}`" + (f" on `{model}`" if several_models else ""),
+                           **{f"{what} per doubling of {axis}": f"{axes[key][what]['overall']:.2f}"
+                              for key, axis in (("points", "N"), ("batch", "B")) if key in axes
+                              for what in ("time", "memory")}})
+    intro = (f"From `{path.relative_to(root)}` ({data['device']}, {data['threads']} threads, {data['iterations']} "
+             f"iterations, best of {data['repeats']}): seconds per iteration and the peak memory the attack call "
+             f"adds ({runs[0].get('memory_kind', 'peak RSS')}, MiB), vs points N at batch {by_point_batch} and vs "
+             f"batch B at {by_batch_points} points.")
+    lines = [intro, "", *markdown_table(rows)]
+    if growth:
+        lines += ["", "Growth per doubling over the whole sweep (1 = flat, 2 = linear, 4 = quadratic):", "",
+                  *markdown_table(growth)]
+    return "\n".join(lines) + "\n"
+
+
+@register_section("data-load")
+def data_load(root: Path) -> str:
+    """Every ``benchmarks/data_load*.json``: the first load of a ModelNet40 ``normal_resampled``
+    tree (parse + point selection) from an empty parse cache, and the cached load."""
+    paths = sorted((root / "benchmarks").glob("data_load*.json"))
+    if not paths:
+        return _missing("data_load.py")
+    rows = []
+    for path in paths:
+        d = json.loads(path.read_text())
+        phases = d.get("phases") or {}
+        rows.append({"file": f"`{path.name}`", "files": f"{d['files']:,}", "sampling": d["sampling"],
+                     "points": str(d["num_points"]), "first load (s)": f"{d['first_load_seconds']:.1f}",
+                     "cached load (s)": f"{d['cached_load_seconds']:.2f}",
+                     "parse share": "–" if phases.get("parse_share") is None else f"{100 * phases['parse_share']:.0f}%",
+                     "goal (s)": f"<= {d['goal_seconds']}", "met": "yes" if d.get("goal_met") else "no"})
+    intro = ("From `benchmarks/data_load*.json` (`python benchmarks/data_load.py`): the first load of a generated "
+             "ModelNet40 `normal_resampled` tree of that many text files (both splits, parse + point selection, "
+             "empty parse cache), the second load from the cache, and the share of parsing in the first.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
