@@ -148,7 +148,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
 # results folders: leaderboard, plot, merge, docs
 # ---------------------------------------------------------------------------------------------
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    print(f"wrote {api.leaderboard(args.results, args.out)}")
+    print(f"wrote {api.leaderboard(args.results, args.out, html=args.html)}")
+    if args.html:
+        print(f"wrote {args.html}")
     return 0
 
 

@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_board.add_argument("--results", default="results", metavar="DIR", help="results folder of bench run")
     p_board.add_argument("--out", default="leaderboard.md", metavar="FILE", help="markdown file to write")
+    p_board.add_argument("--html", default=None, metavar="FILE",
+                         help="also write a self-contained HTML page (sortable tables, intervals, curves; "
+                         "no network needed to view it), e.g. leaderboard.html")
 
     p_docs = sub.add_parser(
         "docs",

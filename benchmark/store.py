@@ -299,7 +299,7 @@ class ResultStore:
         return path
 
 
-def _roles(part: pd.DataFrame) -> pd.Series:
+def attack_roles(part: pd.DataFrame) -> pd.Series:
     return part["attack_role"].fillna("").astype(str) if "attack_role" in part.columns else pd.Series("", index=part.index)
 
 
@@ -315,7 +315,7 @@ def survival(frame: pd.DataFrame, *, strong_only: bool = False) -> dict[tuple[An
     ok = _with_key_columns(frame[frame["status"] == "ok"])
     out: dict[tuple[Any, ...], np.ndarray] = {}
     for key, part in ok.groupby(list(GROUP_COLUMNS), sort=True, dropna=False):
-        roles = _roles(part)
+        roles = attack_roles(part)
         keep = (part["attack"] == CLEAN) | ((roles == "strong") if strong_only else (roles != "min-norm"))
         outcomes = [decode_outcomes(o) for o in part.loc[keep, "outcomes"] if isinstance(o, str) and o]
         if not outcomes or len({o.size for o in outcomes}) != 1:
@@ -339,7 +339,7 @@ def min_norm_distances(frame: pd.DataFrame) -> dict[tuple[Any, ...], np.ndarray]
     out: dict[tuple[Any, ...], np.ndarray] = {}
     for key, part in ok.groupby(list(GROUP_COLUMNS), sort=True, dropna=False):
         clean = part[part["attack"] == CLEAN]
-        norm = part[_roles(part) == "min-norm"]
+        norm = part[attack_roles(part) == "min-norm"]
         if clean.empty or norm.empty or not isinstance(clean["outcomes"].iloc[-1], str):
             continue
         row = norm.iloc[-1]
@@ -387,7 +387,7 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     table = ok.pivot_table(index="attack", columns="defense", values="accuracy", aggfunc="last") * 100
     attacks = [a for a in dict.fromkeys(ok["attack"]) if a != CLEAN]
-    roles = dict(zip(ok["attack"], _roles(ok)))
+    roles = dict(zip(ok["attack"], attack_roles(ok)))
     bounded = [a for a in attacks if roles.get(a) != "min-norm"]
     order = ([CLEAN] if CLEAN in table.index else []) + attacks
     table = table.reindex(order)

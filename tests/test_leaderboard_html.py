@@ -27,7 +27,7 @@ import pytest
 
 from benchmark.core.config import resolve_config
 from benchmark.leaderboard import read_runs, render_leaderboard
-from benchmark.leaderboard_html import HTML_NOTICE, render_html_leaderboard, sort_value, write_html_leaderboard
+from benchmark.leaderboard.html import HTML_NOTICE, render_html_leaderboard, sort_value, write_html_leaderboard
 from benchmark.store import ResultStore, encode_distances, encode_outcomes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,6 +182,16 @@ def test_same_rows_give_the_same_bytes_whatever_the_order_they_were_written_in(t
     (tmp_path / "b" / "runs").mkdir()
     shutil.copy(tmp_path / "c" / "runs" / "run-1.json", tmp_path / "b" / "runs" / "run-1.json")
     assert write_html_leaderboard(tmp_path / "b", tmp_path / "b.html").read_bytes() == first
+
+
+def test_bench_leaderboard_html_writes_the_page_beside_the_markdown(tmp_path, capsys):
+    from benchmark.cli import main
+
+    results = write_fixture(tmp_path / "results")
+    md, page = tmp_path / "lb.md", tmp_path / "lb.html"
+    assert main(["leaderboard", "--results", str(results), "--out", str(md), "--html", str(page)]) == 0
+    assert page.read_bytes() == write_html_leaderboard(results, tmp_path / "again.html").read_bytes()
+    assert md.exists() and str(page) in capsys.readouterr().out
 
 
 def test_a_missing_results_folder_names_the_fix_and_an_empty_one_says_what_to_run(tmp_path):

@@ -295,12 +295,20 @@ def _kebab(name: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # results folders: leaderboard, figures, merged shards
 # ---------------------------------------------------------------------------------------------
-def leaderboard(results: PathLike = "results", out: PathLike = "leaderboard.md") -> Path:
+def leaderboard(results: PathLike = "results", out: PathLike = "leaderboard.md", *,
+                html: PathLike | None = None) -> Path:
     """``bench leaderboard``: render ``<results>/*.csv`` and the run records into the markdown
-    file ``out`` (the same results always give the same bytes); returns its path."""
+    file ``out`` (the same results always give the same bytes); returns its path. ``html``:
+    also write the same standings as one self-contained HTML page there
+    (:func:`benchmark.leaderboard.html.write_html_leaderboard`)."""
     from benchmark.leaderboard import write_leaderboard
 
-    return write_leaderboard(results, out)
+    path = write_leaderboard(results, out)
+    if html is not None:
+        from benchmark.leaderboard.html import write_html_leaderboard
+
+        write_html_leaderboard(results, html)
+    return path
 
 
 def plot(results: PathLike = "results", out: PathLike | None = None, *, cache_dir: PathLike | None = None,

@@ -66,7 +66,7 @@ UNDEFENDED = "none"
 _FLAG_FIELDS = ("profile", "defense", "attack", "protocol", "seed", "limit", "out_dir", "cache_dir", "plugins",
                 "device", "victim", "surrogate", "dataset.name", "dataset.root")
 
-_PROTOCOL_TEXT = {
+PROTOCOL_TEXT = {
     "transfer": "adversarial examples crafted once per attack against the undefended victim `{victim}`, "
                 "then classified by each defended model (the MRPD paper's protocol)",
     "blackbox": "adversarial examples crafted against the surrogate `{surrogate}`, then classified by each "
@@ -222,7 +222,7 @@ class _Standing:
     versus_none: str  # the paired test of the worst case against none
 
 
-def _roles(rows: pd.DataFrame) -> dict[str, str]:
+def attack_roles(rows: pd.DataFrame) -> dict[str, str]:
     """attack (labelled) -> role; rows written before roles existed count as ``strong``-less."""
     roles = rows["attack_role"].fillna("").astype(str) if "attack_role" in rows.columns else [""] * len(rows)
     return {str(a): str(r) for a, r in zip(rows["attack"], roles) if a != CLEAN}
@@ -234,7 +234,7 @@ def _outcomes(rows: pd.DataFrame, defense: str, attack: str) -> Any:
     return decode_outcomes(text) if isinstance(text, str) and text else None
 
 
-def _standings(rows: pd.DataFrame, attacks: Sequence[str], roles: Mapping[str, str]) -> list[_Standing]:
+def rank_defenses(rows: pd.DataFrame, attacks: Sequence[str], roles: Mapping[str, str]) -> list[_Standing]:
     strong = any(roles.get(a) == "strong" for a in attacks)
     alive = survival(rows, strong_only=strong)
     distances = min_norm_distances(rows)
@@ -298,7 +298,7 @@ def _section_runs(rows: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> 
     return [runs[i] for i in ids if i in runs]
 
 
-def _reproduce(section: Section, rows: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def reproduce_commands(section: Section, rows: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One ``bench run`` command per distinct set of overrides among the section's runs."""
     metas = _section_runs(rows, runs)
     configs = [m["config"] for m in metas if isinstance(m.get("config"), Mapping)]
@@ -334,14 +334,14 @@ def _reproduce(section: Section, rows: pd.DataFrame, runs: Mapping[str, Mapping[
 
 
 def _render_section(section: Section, rows: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    roles = _roles(rows)
+    roles = attack_roles(rows)
     # strong attacks first (they rank), then the weak ones (the paper's average), then min-norm
     order = {"strong": 0, "weak": 1, "": 1, "min-norm": 2}
     attacks = sorted({str(a) for a in rows["attack"] if a != CLEAN}, key=lambda a: (order.get(roles.get(a, ""), 1), a))
-    standings = _standings(rows, attacks, roles)
+    standings = rank_defenses(rows, attacks, roles)
     strong = [a for a in attacks if roles.get(a) == "strong"]
     out = [f"## {section.title()}", ""]
-    how = _PROTOCOL_TEXT.get(section.protocol, "protocol `{protocol}`").format(
+    how = PROTOCOL_TEXT.get(section.protocol, "protocol `{protocol}`").format(
         victim=section.victim, surrogate=section.surrogate or "?", protocol=section.protocol)
     eot = sorted({int(m["config"]["eot"]) for m in _section_runs(rows, runs)
                   if section.protocol == "adaptive" and isinstance(m.get("config"), Mapping) and "eot" in m["config"]})
@@ -367,7 +367,7 @@ def _render_section(section: Section, rows: pd.DataFrame, runs: Mapping[str, Map
     out.append("- **Reproduce**:")
     out.append("")
     out.append("  ```")
-    out.extend(f"  {c}" for c in _reproduce(section, rows, runs))
+    out.extend(f"  {c}" for c in reproduce_commands(section, rows, runs))
     out.append("  ```")
     out.append("")
     worst_name = "worst case (strong)" if strong else "worst case"
@@ -509,11 +509,11 @@ def leaderboard_rows(results_dir: str | os.PathLike[str], *, dataset: str, profi
         if (section.dataset, section.profile, section.protocol) != (dataset, profile, protocol):
             continue
         rows = rows.reset_index(drop=True)
-        roles = _roles(rows)
+        roles = attack_roles(rows)
         attacks = sorted({str(a) for a in rows["attack"] if a != CLEAN})
         strong = any(roles.get(a) == "strong" for a in attacks)
         out = []
-        for rank, s in enumerate(_standings(rows, attacks, roles), 1):
+        for rank, s in enumerate(rank_defenses(rows, attacks, roles), 1):
             mean = _pct(s.mean) + ("" if s.complete else " †") if _finite(s.mean) else "–"
             out.append({"rank": str(rank), "defense": s.defense,
                         ("worst case (strong)" if strong else "worst case"): s.worst, "vs none": s.versus_none,

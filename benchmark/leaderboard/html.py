@@ -47,7 +47,7 @@ from benchmark.leaderboard import Section, read_runs, sections
 
 # The ranking, the cells and the reproduce command are the markdown leaderboard's own, by
 # construction; leaderboard.py has no public name for them yet (see the report to the lead).
-from benchmark.leaderboard import _PROTOCOL_TEXT, _reproduce, _roles, _standings
+from benchmark.leaderboard import PROTOCOL_TEXT, reproduce_commands, attack_roles, rank_defenses
 from benchmark.store import CLEAN, GROUP_COLUMNS, ResultStore, min_norm_distances, with_labels
 
 __all__ = ["HTML_NOTICE", "render_html_leaderboard", "write_html_leaderboard"]
@@ -158,7 +158,7 @@ def _texts(rows: pd.DataFrame, column: str) -> list[str]:
 
 def _facts(section: Section, rows: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> str:
     """Protocol, data, code and the reproduce command, as a definition list."""
-    how = esc(_PROTOCOL_TEXT.get(section.protocol, "protocol `{protocol}`").format(
+    how = esc(PROTOCOL_TEXT.get(section.protocol, "protocol `{protocol}`").format(
         victim=section.victim, surrogate=section.surrogate or "?", protocol=section.protocol))
     eot = sorted({int(m["config"]["eot"]) for m in _runs_of(rows, runs)
                   if section.protocol == "adaptive" and isinstance(m.get("config"), Mapping) and "eot" in m["config"]})
@@ -171,7 +171,7 @@ def _facts(section: Section, rows: pd.DataFrame, runs: Mapping[str, Mapping[str,
     code = "; ".join(f"{label} {esc(', '.join(values))}" for label, column in (
         ("pcrb", "pcrb_version"), ("torch", "torch_version"), ("git", "git_commit"), ("device", "device"))
         if (values := _texts(rows, column)))
-    commands = "\n".join(esc(c) for c in _reproduce(section, rows, runs))
+    commands = "\n".join(esc(c) for c in reproduce_commands(section, rows, runs))
     out = ['<dl class="facts">', f"<dt>Protocol</dt><dd>{_code_spans(how)}</dd>", f"<dt>Data</dt><dd>{data}</dd>"]
     if code:
         out.append(f"<dt>Code</dt><dd>{code}</dd>")
@@ -258,10 +258,10 @@ def _roles_note(attacks: Sequence[str], roles: Mapping[str, str]) -> str:
 
 
 def _section_html(number: int, section: Section, rows: pd.DataFrame, runs: Mapping[str, Mapping[str, Any]]) -> str:
-    roles = _roles(rows)
+    roles = attack_roles(rows)
     attacks = sorted({str(a) for a in rows["attack"] if a != CLEAN},
                      key=lambda a: (_ROLE_ORDER.get(roles.get(a, ""), 1), a))
-    standings = _standings(rows, attacks, roles)
+    standings = rank_defenses(rows, attacks, roles)
     out = [f'<section id="section-{number}">', f"<h2>{esc(section.title())}</h2>", _facts(section, rows, runs),
            _ranking_table(rows, attacks, roles, standings)]
     out.append(_roles_note(attacks, roles))
@@ -354,7 +354,7 @@ def curves_figure(curves: Mapping[str, np.ndarray], medians: Mapping[str, str] |
 # the page
 # ---------------------------------------------------------------------------------------------
 def _asset(name: str) -> str:
-    return resources.files("benchmark").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("benchmark.leaderboard").joinpath(name).read_text(encoding="utf-8")
 
 
 def _csp_hash(text: str) -> str:
@@ -404,7 +404,7 @@ def render_html_leaderboard(frame: pd.DataFrame, runs: Mapping[str, Mapping[str,
         body += [f'<nav><ol>{links}<li><a href="#sanity">Sanity checks</a></li></ol></nav>', "</header>", "<main>"]
         body += [_section_html(i, s, rows.reset_index(drop=True), runs) for i, (s, rows) in enumerate(parts, 1)]
         body += [_sanity_html(frame), "</main>"]
-    css, js = _asset("leaderboard_html.css"), _asset("leaderboard_html.js")
+    css, js = _asset("page.css"), _asset("page.js")
     csp = (f"default-src 'none'; style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; img-src data:; "
            "base-uri 'none'; form-action 'none'")
     return ("<!DOCTYPE html>\n" + HTML_NOTICE + '\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
