@@ -19,8 +19,8 @@ import torch
 from benchmark.core.config import TrainConfig, to_jsonable
 from benchmark.core.data import load_dataset
 from defenses import DefenseContext, build_defense
-from defenses.mrpd.defense import MRPDPrompts
 from defenses.mrpd.losses import confidence_gate, gated_infonce, label_infonce, uncertainty_weighting
+from defenses.mrpd.prompts import MRPDPrompts
 from models.clip import DEFAULT_PROMPT_TEMPLATE
 from models.zoo import Zoo, ZooContext
 
@@ -216,7 +216,7 @@ def test_fitted_text_context_selection_rule_and_early_stop(setup, tmp_path):
 
 
 def test_teacher_features_are_cached_and_invalidated_by_new_teacher_weights(setup, tmp_path, monkeypatch):
-    import defenses.mrpd.defense as mrpd_module
+    import defenses.mrpd.teachers as mrpd_module
 
     lookups: list[bool] = []  # hit or miss of every feature lookup MRPD makes
     real = mrpd_module.cached_features
