@@ -33,7 +33,7 @@ Where the cost is O(N^2) per sample, and where chunking bounds memory
 ``nearest_neighbor``, hence Chamfer and Hausdorff) picks indices without autograd from
 ``torch.cdist`` + ``topk``/``argmin`` over blocks of ``[B, chunk, N]`` distances, with
 ``chunk = _auto_chunk(B, N) = _MAX_BLOCK_ELEMENTS // (B * N)`` query points and
-``_MAX_BLOCK_ELEMENTS = 64 Mi`` elements (256 MiB float32); the returned distances are
+``_MAX_BLOCK_ELEMENTS = 4 Mi`` elements (16 MiB float32); the returned distances are
 recomputed from the gathered points, so what autograd keeps is O(B * N * k), linear in N.
 Time stays O(N^2) per sample; memory of the quadratic part is capped at one block. In this
 sweep the cap binds only at N = 4096, B = 8 (B * N * N = 128 Mi: two chunks of 2,048

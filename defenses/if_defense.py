@@ -17,7 +17,7 @@ Per cloud, vectorised over the batch:
    ``occupancy_weight (K = 1,024, see below) x mean BCE(logit(p), threshold = 0.2) +
    repulsion_weight (500) x mean((0.07 - d) exp(-(d / 0.03)^2))`` over each point's 5
    nearest other points
-   (:func:`surface_objective`); the batch loss is the sum of the clouds' losses, so a
+   (:func:`defenses.surface.surface_objective`); the batch loss is the sum of the clouds' losses, so a
    cloud's restoration does not depend on the batch it is in;
 6. centre and scale the result into the unit sphere (the dataset's normalisation); the
    unchanged victim classifies it.
@@ -76,26 +76,26 @@ Adaptive protocol (``adaptive``):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from benchmark.core.data import PointCloudDataset
-from benchmark.core.geometry import index_points, knn, knn_indices, normalize_unit_sphere
+from benchmark.core.geometry import index_points, normalize_unit_sphere
 from benchmark.core.params import choice, count, fraction, nonnegative, param, positive
 from defenses import register_defense
 from defenses.base import DefenseContext, PreprocessDefense, PreprocessedModel
 from defenses.sor import sor_mask
+from defenses.surface import fit_to_cube, optimize_to_surface, repulsion_loss, surface_objective
 from models.occnet import ConvOccupancyNetwork, load_occnet_weights, train_occupancy
 
 __all__ = [
     "ADAPTIVE_MODES",
     "IFDefense",
+    "Restoration",
     "fit_to_cube",
     "optimize_to_surface",
     "repulsion_loss",
@@ -103,164 +103,6 @@ __all__ = [
 ]
 
 ADAPTIVE_MODES = ("bpda", "unroll")
-_ADAM_BETAS = (0.9, 0.999)
-_ADAM_EPS = 1e-8
-
-
-# --------------------------------------------------------------------------- the restoration
-
-
-def fit_to_cube(points: Tensor, mask: Tensor | None = None, padding_scale: float = 0.9) -> tuple[Tensor, Tensor, Tensor]:
-    """Centre each cloud on the mean of its kept points and scale the largest side of their
-    bounding box to ``padding_scale`` (IF-Defense's ``preprocess_pc``).
-
-    Args:
-        points: ``[B, N, 3]``.
-        mask: ``[B, N]`` bool, the points that count (default all); at least one per cloud.
-        padding_scale: side of the cube the object is fitted into (0.9: +-0.45).
-
-    Returns:
-        ``(cube [B, N, 3], centre [B, 1, 3], factor [B, 1, 1])`` with
-        ``cube = (points - centre) * factor`` (masked points are mapped too); differentiable.
-    """
-    if mask is None:
-        mask = torch.ones(points.shape[:2], dtype=torch.bool, device=points.device)
-    weight = mask.unsqueeze(-1).to(points.dtype)
-    centre = (points * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp_min(1.0)
-    centred = points - centre
-    big = torch.finfo(points.dtype).max
-    high = centred.masked_fill(~mask.unsqueeze(-1), -big).amax(1)
-    low = centred.masked_fill(~mask.unsqueeze(-1), big).amin(1)
-    extent = (high - low).amax(-1).clamp_min(1e-9).view(-1, 1, 1)
-    factor = padding_scale / extent
-    return centred * factor, centre, factor
-
-
-def repulsion_loss(
-    points: Tensor, k: int = 5, radius: float = 0.07, h: float = 0.03, *, candidates: Tensor | None = None
-) -> Tensor:
-    """IF-Defense's repulsion, per cloud: ``mean((radius - d) * exp(-(d / h)^2))`` over each
-    point's ``k`` nearest other points (``d`` plain distances, not clamped at ``radius``).
-
-    Args:
-        points: ``[B, M, 3]``, ``M > k``.
-        candidates: ``[B, M, K >= k]`` indices of other points among which each point's ``k``
-            nearest are chosen (exact when they hold its true ``k`` nearest); None = search all.
-
-    Returns:
-        ``[B]``; differentiable (twice) w.r.t. ``points``.
-    """
-    if candidates is None:
-        _, dist2 = knn(points, k, exclude_self=True)  # [B, M, k] squared
-    else:
-        with torch.no_grad():
-            near = ((points.unsqueeze(2) - index_points(points, candidates)) ** 2).sum(-1)
-            pick = candidates.gather(-1, near.topk(k, dim=-1, largest=False).indices)
-        dist2 = ((points.unsqueeze(2) - index_points(points, pick)) ** 2).sum(-1)
-    dist = dist2.clamp_min(1e-12).sqrt()
-    return ((radius - dist) * torch.exp(-dist2 / (h * h))).mean((1, 2))
-
-
-def surface_objective(
-    points: Tensor,
-    logit_fn: Callable[[Tensor], Tensor],
-    *,
-    threshold: float = 0.2,
-    occupancy_weight: float = 1.0,
-    repulsion_weight: float = 500.0,
-    repulsion_k: int = 5,
-    repulsion_radius: float = 0.07,
-    repulsion_h: float = 0.03,
-    candidates: Tensor | None = None,
-) -> Tensor:
-    """ConvONet-Opt's loss per cloud: ``occupancy_weight x mean BCE(logit_fn(points), threshold)
-    + repulsion_weight x repulsion_loss(points)``.
-
-    Args:
-        points: ``[B, M, 3]`` in the padded cube.
-        logit_fn: ``[B, M, 3] -> [B, M]`` occupancy logits.
-        candidates: neighbour candidates of the repulsion (:func:`repulsion_loss`).
-
-    Returns:
-        ``[B]``.
-    """
-    logits = logit_fn(points)
-    target = torch.full_like(logits, threshold)
-    loss = occupancy_weight * F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1)
-    if repulsion_weight:
-        loss = loss + repulsion_weight * repulsion_loss(points, repulsion_k, repulsion_radius, repulsion_h,
-                                                        candidates=candidates)
-    return loss
-
-
-def optimize_to_surface(
-    init: Tensor,
-    logit_fn: Callable[[Tensor], Tensor],
-    *,
-    steps: int = 200,
-    lr: float = 1e-3,
-    unroll_steps: int = 0,
-    knn_refresh: int = 5,
-    knn_candidates: int = 16,
-    **objective: Any,
-) -> Tensor:
-    """Move the points by ``steps`` Adam steps on :func:`surface_objective` (summed over clouds).
-
-    Args:
-        init: ``[B, M, 3]`` initial points (cube frame).
-        logit_fn: occupancy logits of ``[B, M, 3]`` points (``[B, M]``).
-        steps, lr: Adam's iterations and learning rate (betas 0.9 / 0.999, eps 1e-8, as
-            ``torch.optim.Adam``).
-        unroll_steps: differentiate the first ``unroll_steps`` updates exactly (a graph
-            through ``init``, ``logit_fn``'s parameters and inputs, and the Adam moments);
-            the later steps pass the gradient straight through. 0: the result is detached.
-        knn_refresh, knn_candidates: every ``knn_refresh`` steps, each point's
-            ``knn_candidates`` nearest other points are found; in between, its repulsion
-            neighbours are the nearest among those (exact while a point's true neighbours
-            stay among them: Adam moves a coordinate by about ``lr`` per step). The full
-            search at every step (``knn_refresh=1``) costs as much as the network.
-        objective: keyword arguments of :func:`surface_objective`.
-
-    Returns:
-        ``[B, M, 3]`` the optimised points.
-    """
-    beta1, beta2 = _ADAM_BETAS
-    unroll = max(0, min(int(unroll_steps), steps))
-    p = init if unroll else init.detach()
-    m = torch.zeros_like(init)
-    v = torch.zeros_like(init)
-    unrolled = p
-    repulsion = bool(objective.get("repulsion_weight", 500.0))
-    k = int(objective.get("repulsion_k", 5))
-    width = min(max(int(knn_candidates), k), init.shape[1] - 1)
-    refresh = max(1, int(knn_refresh))
-    candidates = None
-    for t in range(1, steps + 1):
-        graph = t <= unroll
-        if repulsion and (t - 1) % refresh == 0:
-            candidates = knn_indices(p.detach(), width, exclude_self=True)
-        with torch.enable_grad():
-            if not graph:
-                p = p.detach().requires_grad_(True)
-            elif not p.requires_grad:
-                p = p.requires_grad_(True)
-            loss = surface_objective(p, logit_fn, candidates=candidates, **objective).sum()
-            grad = torch.autograd.grad(loss, p, create_graph=graph, allow_unused=True)[0] if loss.requires_grad else None
-            if grad is None:  # the objective does not depend on the points (e.g. a constant occupancy)
-                grad = torch.zeros_like(p)
-        m = beta1 * m + (1 - beta1) * grad
-        v = beta2 * v + (1 - beta2) * grad * grad
-        m_hat = m / (1 - beta1**t)
-        v_hat = v / (1 - beta2**t)
-        # clamp: sqrt's derivative at an exactly zero moment would be inf (value unchanged vs eps)
-        p = p - lr * m_hat / (v_hat.clamp_min(1e-30).sqrt() + _ADAM_EPS)
-        if graph:
-            unrolled = p
-        else:
-            p, m, v = p.detach(), m.detach(), v.detach()
-    if unroll:
-        return unrolled + (p.detach() - unrolled.detach())
-    return p.detach()
 
 
 def _has_solids(data: PointCloudDataset) -> bool:
@@ -333,8 +175,6 @@ class IFDefense(PreprocessDefense):
     adaptive: str = choice("bpda", ADAPTIVE_MODES)
     unroll_steps: int = count(5, minimum=0)
     randomized: ClassVar[bool] = True
-    network: ConvOccupancyNetwork | None = field(default=None, init=False, repr=False, compare=False)
-    meta: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     #: Parameters that only affect the restoration (not the trained network's cache key).
     _INFERENCE_ONLY: ClassVar[tuple[str, ...]] = (
@@ -354,8 +194,10 @@ class IFDefense(PreprocessDefense):
         return ConvOccupancyNetwork(c_dim=self.channels, hidden_dim=self.channels, resolution=self.plane_resolution,
                                     unet_depth=self.unet_depth, unet_filters=self.channels)
 
-    def setup(self, ctx: DefenseContext) -> None:
-        """Load the ConvONet weights (``pretrained``) or train the network on ``ctx.train`` (cached)."""
+    def load_network(self, ctx: DefenseContext) -> tuple[ConvOccupancyNetwork, dict[str, Any]]:
+        """The occupancy network on ``ctx.device`` (eval, frozen) and where it came from: ConvONet
+        weights (``pretrained``), or trained on ``ctx.train``'s solids (cached). Changes nothing
+        on this object (the configuration)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             model = self.build_network()
@@ -369,7 +211,7 @@ class IFDefense(PreprocessDefense):
                     f"one on SynthShapes"
                 )
             load_occnet_weights(model, path)
-            self.meta = {"source": "pretrained", "path": str(path), "cached": False, "parameters": params}
+            meta = {"source": "pretrained", "path": str(path), "cached": False, "parameters": params}
             ctx.log(f"if-defense: loaded ConvONet weights {path}")
         else:
             if not _has_solids(ctx.train):
@@ -382,13 +224,13 @@ class IFDefense(PreprocessDefense):
             cfg = ctx.train_config("if-defense")
             spec = {k: v for k, v in self.params().items() if k not in self._INFERENCE_ONLY}
             spec["training"] = dataclasses.asdict(cfg)
-            meta, cached = ctx.cached_training("if-defense", model, spec, lambda: self._train(model, ctx, cfg),
-                                               uses_victim=False)  # occupancy from shapes alone
-            self.meta = {"source": "trained", **meta, "cached": cached, "parameters": params}
+            trained, cached = ctx.cached_training("if-defense", model, spec, lambda: self._train(model, ctx, cfg),
+                                                  uses_victim=False)  # occupancy from shapes alone
+            meta = {"source": "trained", **trained, "cached": cached, "parameters": params}
             ctx.log(f"if-defense: occupancy network {'from the cache' if cached else 'trained'} "
-                    f"(IoU {meta.get('iou', float('nan')):.3f} on {meta.get('iou_clouds', 0)} held-out shapes; "
-                    f"all-inside {meta.get('iou_all_inside', float('nan')):.3f})")
-        self.network = model.to(ctx.device).eval().requires_grad_(False)
+                    f"(IoU {trained.get('iou', float('nan')):.3f} on {trained.get('iou_clouds', 0)} held-out shapes; "
+                    f"all-inside {trained.get('iou_all_inside', float('nan')):.3f})")
+        return model.to(ctx.device).eval().requires_grad_(False), meta
 
     def _train(self, model: ConvOccupancyNetwork, ctx: DefenseContext, cfg: Any) -> dict[str, Any]:
         """Train ``model`` in place on the training split's solids (:func:`models.occnet.train_occupancy`)."""
@@ -402,56 +244,65 @@ class IFDefense(PreprocessDefense):
 
     def prepare(self, ctx: DefenseContext) -> nn.Module:
         """The defended victim; its ``meta`` says where the network came from and its IoU."""
-        self.setup(ctx)
-        defended = self.wrap(ctx.victim, ctx.seed)
-        defended.meta = dict(self.meta)
+        network, meta = self.load_network(ctx)
+        defended = Restoration(self, network).wrap(ctx.victim, ctx.seed)
+        defended.meta = meta
         return defended
 
-    def wrap(self, victim: nn.Module, seed: int = 0) -> PreprocessedModel:
-        """``victim`` behind this defense's restoration (``self.network`` must be set), declared
-        ``gradient="bpda"`` or, for ``adaptive="unroll"``, ``"exact"`` (the unrolled graph)."""
-        return PreprocessedModel(victim, self.preprocess, gradient="bpda" if self.adaptive == "bpda" else "exact",
-                                 randomized=True, seed=seed, name=getattr(self, "registry_name", None) or "if-defense")
 
-    # -- the defense ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Restoration:
+    """IF-Defense at run time: a configuration (:class:`IFDefense`) and the occupancy network it
+    restores onto. ``preprocess`` is what the defended model calls; the network is a frozen
+    module, so one ``Restoration`` may serve several defended models."""
+
+    config: IFDefense
+    network: nn.Module
+
+    def wrap(self, victim: nn.Module, seed: int = 0) -> PreprocessedModel:
+        """``victim`` behind this restoration, declared ``gradient="bpda"`` or, for
+        ``adaptive="unroll"``, ``"exact"`` (the unrolled graph)."""
+        cfg = self.config
+        return PreprocessedModel(victim, self.preprocess, gradient="bpda" if cfg.adaptive == "bpda" else "exact",
+                                 randomized=True, seed=seed, name=getattr(cfg, "registry_name", None) or "if-defense")
+
     def restore(self, points: Tensor, generator: torch.Generator, *, unroll_steps: int = 0) -> Tensor:
         """``points [B, N, 3]`` -> restored ``[B, num_points, 3]``, unit-sphere normalised.
 
         ``unroll_steps > 0`` keeps a graph through the first restoration steps (module
         docstring, ``adaptive="unroll"``); otherwise the result is detached from ``points``.
         """
-        if self.network is None:
-            raise RuntimeError("if-defense: call setup(ctx) (or prepare(ctx)) before preprocess")
-        network = self.network
-        if next(network.parameters()).device != points.device:
+        cfg, network = self.config, self.network
+        if next(network.parameters(), None) is not None and next(network.parameters()).device != points.device:
             network.to(points.device)
         if not unroll_steps:
             points = points.detach()
         b, n, _ = points.shape
-        mask = sor_mask(points, self.sor_k, self.sor_alpha, squared=True)  # [B, N], >= 1 kept per cloud
-        cube, _, _ = fit_to_cube(points, mask, self.padding_scale)
+        mask = sor_mask(points, cfg.sor_k, cfg.sor_alpha, squared=True)  # [B, N], >= 1 kept per cloud
+        cube, _, _ = fit_to_cube(points, mask, cfg.padding_scale)
         # the encoded subset: kept points first, in random order (masked where fewer are kept)
         keys = torch.rand(b, n, generator=generator).to(points.device) + 2.0 * (~mask)
-        pick = keys.topk(min(self.input_points, n), dim=1, largest=False).indices
+        pick = keys.topk(min(cfg.input_points, n), dim=1, largest=False).indices
         valid = mask.gather(1, pick)
         # the initial points: kept points drawn with replacement, plus noise, inside the cube
-        draw = torch.multinomial(mask.to(torch.float32).cpu(), self.num_points, replacement=True, generator=generator)
-        noise = torch.randn(b, self.num_points, 3, generator=generator).to(points) * self.init_sigma
-        half = 0.5 * self.padding_scale
+        draw = torch.multinomial(mask.to(torch.float32).cpu(), cfg.num_points, replacement=True, generator=generator)
+        noise = torch.randn(b, cfg.num_points, 3, generator=generator).to(points) * cfg.init_sigma
+        half = 0.5 * cfg.padding_scale
         init = (index_points(cube, draw.to(points.device)) + noise).clamp(-half, half)
         with torch.set_grad_enabled(bool(unroll_steps) and torch.is_grad_enabled()):
             planes = network.encode(index_points(cube, pick), valid)
         twice = bool(unroll_steps)
-        weight = float(self.num_points if self.occupancy_weight is None else self.occupancy_weight)
+        weight = float(cfg.num_points if cfg.occupancy_weight is None else cfg.occupancy_weight)
         restored = optimize_to_surface(
-            init, lambda q: network.decode(q, planes, twice_differentiable=twice), steps=self.steps, lr=self.lr,
-            unroll_steps=unroll_steps, knn_refresh=self.knn_refresh, knn_candidates=self.knn_candidates,
-            threshold=self.threshold, occupancy_weight=weight, repulsion_weight=self.repulsion_weight,
-            repulsion_k=self.repulsion_k, repulsion_radius=self.repulsion_radius, repulsion_h=self.repulsion_h,
+            init, lambda q: network.decode(q, planes, twice_differentiable=twice), steps=cfg.steps, lr=cfg.lr,
+            unroll_steps=unroll_steps, knn_refresh=cfg.knn_refresh, knn_candidates=cfg.knn_candidates,
+            threshold=cfg.threshold, occupancy_weight=weight, repulsion_weight=cfg.repulsion_weight,
+            repulsion_k=cfg.repulsion_k, repulsion_radius=cfg.repulsion_radius, repulsion_h=cfg.repulsion_h,
         )
         return normalize_unit_sphere(restored)
 
     def preprocess(self, points: Tensor, generator: torch.Generator) -> Tensor:
-        """SOR -> cube -> encode -> 200 Adam steps onto the surface -> ``[B, num_points, 3]``, unit sphere."""
-        unroll = self.adaptive == "unroll" and torch.is_grad_enabled() and points.requires_grad
-        return self.restore(points, generator, unroll_steps=self.unroll_steps if unroll else 0)
+        """SOR -> cube -> encode -> Adam steps onto the surface -> ``[B, num_points, 3]``, unit sphere."""
+        cfg = self.config
+        unroll = cfg.adaptive == "unroll" and torch.is_grad_enabled() and points.requires_grad
+        return self.restore(points, generator, unroll_steps=cfg.unroll_steps if unroll else 0)

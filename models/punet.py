@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from benchmark.core.geometry import farthest_point_sample, index_points
+from benchmark.core.kernels import linear_act
 from models import register_model
 from models.checkpoints import load_state_dict_file
 
@@ -91,8 +92,7 @@ class _Conv1x1(nn.Module):
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.linear(x, self.conv.weight.flatten(1), self.conv.bias)
-        return F.relu(y, inplace=True) if self.activation else y
+        return linear_act(x, self.conv.weight.flatten(1), self.conv.bias, self.activation)
 
 
 class SharedMLP(nn.Module):

@@ -22,6 +22,7 @@ from benchmark.store import ResultStore
 from defenses.base import DefenseContext, straight_through
 from defenses.if_defense import (
     IFDefense,
+    Restoration,
     fit_to_cube,
     optimize_to_surface,
     repulsion_loss,
@@ -85,10 +86,8 @@ def off_sphere(x: Tensor) -> float:
     return float((r / r.mean(dim=1, keepdim=True) - 1).abs().mean())
 
 
-def with_sphere(**params) -> IFDefense:
-    defense = IFDefense(**params)
-    defense.network = SphereOccupancy()
-    return defense
+def with_sphere(**params) -> Restoration:
+    return Restoration(IFDefense(**params), SphereOccupancy())
 
 
 # --------------------------------------------------------------------------- registry and pieces
@@ -215,10 +214,10 @@ def test_unrolled_gradient_differs_from_bpda_and_keeps_the_forward(network):
     victim = frozen(TinyPointNet(smooth=True))
     defenses = {}
     for mode in ("bpda", "unroll"):
-        defenses[mode] = IFDefense(num_points=64, steps=6, adaptive=mode, unroll_steps=2, input_points=50, **TINY)
+        config = IFDefense(num_points=64, steps=6, adaptive=mode, unroll_steps=2, input_points=50, **TINY)
         torch.manual_seed(0)
-        defenses[mode].network = SphereOccupancy() if network == "sphere" else ConvOccupancyNetwork(
-            c_dim=8, hidden_dim=8, resolution=16, unet_depth=2, unet_filters=8).eval().requires_grad_(False)
+        defenses[mode] = Restoration(config, SphereOccupancy() if network == "sphere" else ConvOccupancyNetwork(
+            c_dim=8, hidden_dim=8, resolution=16, unet_depth=2, unet_filters=8).eval().requires_grad_(False))
     x = on_sphere(2, 100, 0.02)
     unrolled = defenses["unroll"].wrap(victim)
     logits, grad = attack_gradient(unrolled, x)
@@ -288,7 +287,7 @@ def test_pretrained_weights_are_loaded_instead_of_training(shapes, tmp_path):
     defended = defense(context(shapes, tmp_path, messages))
     assert defended.meta["source"] == "pretrained" and not any("epoch" in m for m in messages)
     for name, value in source.state_dict().items():
-        assert torch.equal(defense.network.state_dict()[name], value)
+        assert torch.equal(defended.preprocess.__self__.network.state_dict()[name], value)
     with pytest.raises(FileNotFoundError, match="defenses.if-defense.pretrained="):
         IFDefense(**TINY, pretrained=str(tmp_path / "missing.pth"))(context(shapes, tmp_path, []))
 
