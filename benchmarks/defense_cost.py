@@ -15,7 +15,10 @@ timed by ``defenses.base.inference_cost``: victim and defended model alternately
 ``--repeats`` after one warm-up each, so machine drift spreads over both. A randomised
 defense is reseeded with the run's seed first.
 
-Also reported per defense: its ``kind`` (``preprocess`` / ``model``), whether it is
+Also reported per defense: the GFLOP of the matrix products and convolutions of one batch
+through the victim and through the defended model (:func:`matmul_flops`) and their ratio,
+the floor of the time ratio on hardware that runs both at the same efficiency (PU-Net's
+narrow layers and IF-Defense's 32-wide decoder run below the victim's efficiency); its ``kind`` (``preprocess`` / ``model``), whether it is
 randomised, and its extra parameters: the elements of every parameter and buffer the
 defended model holds (for a preprocessing defense, also the networks its ``preprocess``
 uses: DUP-Net's PU-Net, IF-Defense's occupancy network) minus the victim's. MRPD's learned
@@ -81,6 +84,30 @@ def parameter_footprint(defended: Any, victim: Any) -> dict[str, Any]:
     shared = any(k in reachable for k in own)
     return {"extra_params": sum(reachable.values()) - sum(own.values()), "victim_params": sum(own.values()),
             "victim_weights": "shared" if shared else "own copy"}
+
+
+def matmul_flops(fn: Any) -> float:
+    """Floating-point operations of the matrix products and convolutions ``fn()`` runs (GFLOP),
+    counted with torch's own formulas (``torch.utils.flop_counter.flop_registry``) by a dispatch
+    mode that, unlike ``FlopCounterMode``, needs no module hooks (so it also counts inside
+    ``torch.autograd.grad``, which IF-Defense's restoration calls). Element-wise work is not
+    counted: this is the floor a defense's cost cannot go below on a given machine."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class _Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            out = func(*args, **(kwargs or {}))
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                _Count.total += formula(*args, **(kwargs or {}), out_val=out)
+            return out
+
+    with _Count():
+        fn()
+    return _Count.total / 1e9
 
 
 def _count(n: int) -> str:
@@ -151,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                 model.reseed(cfg.seed)
                 with torch.no_grad():
                     cost = inference_cost(model, victim, sample, repeats=args.repeats)
+                    model.reseed(cfg.seed)
+                    flops = {"victim_gflop": round(matmul_flops(lambda: victim(sample)), 3),
+                             "defended_gflop": round(matmul_flops(lambda: model(sample)), 3)}
+                flops["gflop_ratio"] = round(flops["defended_gflop"] / max(flops["victim_gflop"], 1e-9), 2)
+                cost.update(flops)
                 entry = {"status": "ok", "kind": model.kind, "randomized": model.randomized,
                          "gradient": model.gradient, "prepare_seconds": round(prepared.seconds, 2),
                          **cost, **parameter_footprint(model, victim)}

@@ -81,12 +81,15 @@ def defense_cost(root: Path) -> str:
                      "adaptive gradient": d.get("gradient", "–"),
                      "defended / bare": f"{d['ratio']:.2f}" if ok and d.get("ratio") is not None else
                      f"{d.get('status', 'failed')}: {d.get('error', '')}".rstrip(": "),
+                     "GFLOP ratio": f"{d['gflop_ratio']:.1f}" if ok and d.get("gflop_ratio") is not None else "–",
                      "extra parameters": count(d.get("extra_params")), "victim weights": d.get("victim_weights", "–")})
     victim_params = next((d.get("victim_params") for d in data["defenses"].values() if d.get("victim_params")), None)
     intro = (f"From `{path.relative_to(root)}` (profile `{data['profile']}`, {data['device']}, {data['threads']} threads, "
              f"torch {data['torch']}): seconds per batch of {data['batch']} x {data['points']} points of the defended "
              f"model over those of the bare victim `{data['victim']}` ({count(victim_params)} parameters), no-grad "
-             f"forwards alternating, best of {data['repeats']}; preparation (training) not included.")
+             f"forwards alternating, best of {data['repeats']}; preparation (training) not included. "
+             f"GFLOP ratio: the matrix products' and convolutions' operations of the defended model over the "
+             f"victim's, the time ratio's floor at equal efficiency.")
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
 
 
