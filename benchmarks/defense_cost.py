@@ -90,7 +90,8 @@ def matmul_flops(fn: Any) -> float:
     """Floating-point operations of the matrix products and convolutions ``fn()`` runs (GFLOP),
     counted with torch's own formulas (``torch.utils.flop_counter.flop_registry``) by a dispatch
     mode that, unlike ``FlopCounterMode``, needs no module hooks (so it also counts inside
-    ``torch.autograd.grad``, which IF-Defense's restoration calls). Element-wise work is not
+    ``torch.autograd.grad``, which IF-Defense's restoration calls) and oneDNN's fused linear
+    (``benchmark.core.kernels``) as ``2 x rows x in x out``. Element-wise work is not
     counted: this is the floor a defense's cost cannot go below on a given machine."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import flop_registry
@@ -100,9 +101,12 @@ def matmul_flops(fn: Any) -> float:
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             out = func(*args, **(kwargs or {}))
-            formula = flop_registry.get(func._overloadpacket)
+            packet = func._overloadpacket
+            formula = flop_registry.get(packet)
             if formula is not None:
                 _Count.total += formula(*args, **(kwargs or {}), out_val=out)
+            elif "_linear_pointwise" in str(packet):  # oneDNN's fused linear (benchmark.core.kernels)
+                _Count.total += 2 * args[0].numel() * args[1].shape[0]
             return out
 
     with _Count():
