@@ -329,3 +329,11 @@ def test_an_unknown_keyword_is_named_with_close_matches():
 def test_points_fewer_than_the_groups_are_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"Uni3D-Ti needs N >= 16"):
         tiny_ti().encode(clouds(1, 10))
+
+
+def test_a_pickle_weights_only_refuses_gets_the_conversion_recipe(tmp_path):
+    import argparse
+
+    torch.save({"module": {"logit_scale": torch.zeros(())}, "args": argparse.Namespace(pc_model="x")}, tmp_path / "ds.pt")
+    with pytest.raises(ValueError, match=r"cannot read Uni3D-Ti weights[\s\S]*convert it once[\s\S]*model\.safetensors"):
+        load_uni3d_weights(meta_encoder("ti"), tmp_path / "ds.pt")
