@@ -9,6 +9,8 @@ Prompt tokens (MRPD's point prompt, PROTOCOL.md section 4) go in once, right aft
 before the first block, with a zero positional embedding; ``prompts=None`` is the plain
 encoder. The registered variants at the bottom return an
 :class:`~models.heads.EmbeddingClassifier` (the encoder plus a linear or text-embedding head).
+The grouping, prompt and head helpers here (``group_points``, ``token_sequence``,
+``with_head``, ...) are shared with :mod:`models.uni3d`, the encoders of Uni3D's checkpoints.
 
 Floor 1: imports torch, ``benchmark.core.geometry`` and ``models`` only.
 """
@@ -26,16 +28,21 @@ from models import register_model
 from models.heads import EmbeddingClassifier, make_head
 
 __all__ = [
+    "HEAD_KWARGS",
     "Attention",
     "Block",
     "DropPath",
     "GroupEncoder",
     "PointTransformer",
+    "check_points",
+    "expand_prompts",
     "group_points",
+    "token_sequence",
     "point_transformer_student",
     "point_transformer_student_paper",
     "point_transformer_teacher",
     "point_transformer_teacher_paper",
+    "with_head",
 ]
 
 _LN_EPS = 1e-6  # timm / EVA LayerNorm epsilon, so Uni3D weights behave identically
@@ -66,6 +73,67 @@ def group_points(points: Tensor, num_groups: int, group_size: int) -> tuple[Tens
     centres = index_points(points, centre_idx)
     neighbourhoods = index_points(points, neighbour_idx) - centres.unsqueeze(2)
     return neighbourhoods, centres
+
+
+def check_points(points: Tensor, num_groups: int, group_size: int, what: str) -> None:
+    """Raise ``ValueError`` unless ``points`` is a float ``[B, N, 3]`` with ``N >= max(G, K)``.
+
+    ``what`` names the encoder in the message ("this PointTransformer").
+    """
+    if not isinstance(points, Tensor) or points.dim() != 3 or points.shape[-1] != 3:
+        shape = list(points.shape) if isinstance(points, Tensor) else type(points).__name__
+        raise ValueError(f"points must be a float tensor [B, N, 3]; got {shape}")
+    if not points.is_floating_point():
+        raise ValueError(f"points must be floating point (float32); got {points.dtype}")
+    need = max(num_groups, group_size)
+    if points.shape[1] < need:
+        raise ValueError(
+            f"points has N={points.shape[1]} points per cloud but {what} needs "
+            f"N >= {need} (num_groups={num_groups}, group_size={group_size}); "
+            "resample the clouds or build a variant with fewer/smaller groups"
+        )
+
+
+def expand_prompts(prompts: Tensor | None, batch: int, width: int) -> Tensor | None:
+    """Prompt tokens ``[P, W]`` (shared) or ``[B, P, W]`` -> ``[B, P, W]``; None or ``P == 0`` -> None.
+
+    Raises:
+        ValueError: another shape, a width other than ``width``, or a batch other than ``batch``.
+    """
+    if prompts is None:
+        return None
+    if not isinstance(prompts, Tensor) or prompts.dim() not in (2, 3) or prompts.shape[-1] != width:
+        shape = list(prompts.shape) if isinstance(prompts, Tensor) else type(prompts).__name__
+        raise ValueError(f"prompts must be [B, P, {width}] or [P, {width}] (width); got {shape}")
+    if prompts.dim() == 2:
+        prompts = prompts.unsqueeze(0).expand(batch, -1, -1)
+    elif prompts.shape[0] != batch:
+        raise ValueError(
+            f"prompts [B, P, W] has B={prompts.shape[0]} but points has B={batch}; "
+            "pass [P, W] to share one set of prompts across the batch"
+        )
+    return prompts if prompts.shape[1] > 0 else None
+
+
+def token_sequence(cls: Tensor, patches: Tensor, prompts: Tensor | None = None) -> Tensor:
+    """``[CLS, prompts, patches]``: the sequence entering the first block (MRPD's shallow prompts).
+
+    Args:
+        cls: ``[1, 1, W]``, the class token with its positional embedding already added.
+        patches: ``[B, G, W]``, patch tokens with their positional embeddings added.
+        prompts: ``[P, W]`` (shared), ``[B, P, W]`` or None; they enter unchanged (a zero
+            positional embedding), right after CLS.
+
+    Returns:
+        ``[B, 1 + P + G, W]``.
+    """
+    batch = patches.shape[0]
+    parts = [cls.expand(batch, -1, -1)]
+    prompts = expand_prompts(prompts, batch, patches.shape[-1])
+    if prompts is not None:
+        parts.append(prompts.to(patches.dtype))
+    parts.append(patches)
+    return torch.cat(parts, dim=1)
 
 
 class _BatchNormLast(nn.BatchNorm1d):
@@ -223,52 +291,14 @@ class PointTransformer(nn.Module):
     ``requires_grad_(False)`` **and** keep it in ``eval()``: in train mode BatchNorm would
     use (and update) batch statistics.
 
-    Loading Uni3D weights
-    ---------------------
-    Uni3D (baaivision/Uni3D, ``models/point_encoder.py`` + ``models/uni3d.py``) is a
-    ``PointcloudEncoder`` — Point-BERT grouping and mini-PointNet — around the blocks of a
-    timm EVA ViT (``visual``, made by ``timm.create_model(args.pc_model)``). Names here follow
-    it, so a checkpoint maps mostly by prefix. Read it with
-    ``torch.load(path, map_location="cpu", weights_only=True)["module"]`` (if the pickle holds
-    non-tensor objects, convert it to safetensors once in a trusted environment), strip a
-    leading ``module.`` and then ``point_encoder.``, and map:
-
-    - ``encoder.first_conv.0.weight`` ``[128, 6, 1]`` -> ``encoder.first_conv.0.weight``
-      ``[128, 3]`` = ``w[:, :3, 0]``, and ``encoder.first_conv.0.bias += w[:, 3:, 0] @ rgb``:
-      Uni3D's first layer reads xyz + rgb and gives uncoloured clouds a constant grey
-      ``rgb = (0.4, 0.4, 0.4)``, so folding the colour into the bias is exact.
-    - ``encoder.{first,second}_conv.{0,3}.weight`` (Conv1d, kernel 1) -> same name,
-      ``w[..., 0]`` (Linear); their biases and the BatchNorms ``encoder.*_conv.1.*`` as is.
-    - ``encoder2trans.*``, ``cls_token``, ``cls_pos``, ``pos_embed.{0,2}.*``,
-      ``trans2embed.*`` -> same names, as is (with ``encoder_dim=512``, ``pool="cls"``).
-    - ``visual.blocks.{i}.norm{1,2}.*``, ``.attn.proj.*`` -> ``blocks.{i}.norm{1,2}.*``,
-      ``blocks.{i}.attn.proj.*``, as is (LayerNorm eps 1e-6, as timm).
-    - attention input: EVA-01 / EVA02-S (fused) ``attn.qkv.weight`` -> ``attn.qkv.weight``
-      and ``attn.qkv.bias = cat(q_bias, zeros, v_bias)``; EVA02-B/L (unfused)
-      ``attn.{q,k,v}_proj.weight`` -> concatenated into ``attn.qkv.weight``, bias
-      ``cat(q_proj.bias, zeros, v_proj.bias)``.
-    - ``visual.blocks.{i}.mlp.fc{1,2}.*`` -> ``blocks.{i}.mlp.fc{1,2}.*``: EVA-01 only
-      (Uni3D-g, ``mlp_ratio=6144/1408``).
-    - ``visual.fc_norm.*`` (the fine-tuned EVA/EVA02 configs pool ``"avg"``, so ``norm`` is
-      Identity; otherwise ``visual.norm.*``) -> ``norm.*``. Uni3D normalises only the CLS
-      token; LayerNorm is per token, so normalising all tokens gives the same CLS output.
-    - dropped: ``logit_scale`` (Uni3D's training temperature; argmax is unaffected — pass
-      ``exp`` of it as a ``TextEmbeddingHead``'s ``logit_scale`` if wanted) and the image
-      parts of the timm ViT that Uni3D never calls: ``visual.patch_embed.*``,
-      ``visual.pos_embed``, ``visual.cls_token``, ``visual.head.*``, ``visual.rope.*``
-      (Uni3D calls ``blk(x)`` without RoPE).
-
-    Configs: Uni3D-g (EVA-01 giant) ``width=1408, depth=40, num_heads=16,
-    mlp_ratio=6144/1408``; Uni3D-L / -B (EVA02) 1024 x 24 x 16 / 768 x 12 x 12; all with
-    ``encoder_dim=512, num_groups=512, group_size=64, embed_dim=1024`` (EVA02-E-14-plus).
-    Only Uni3D-g maps completely today. EVA02 blocks need a SwiGLU MLP option to load:
-    B/L use ``mlp.fc1_g``, ``mlp.fc1_x``, an inner ``mlp.norm`` and ``mlp.fc2`` (hidden
-    ``int(W * 4 * 2/3)``, SiLU gate); EVA02-S (an ``-student-paper`` initialisation) packs
-    ``mlp.fc1`` as ``[2 * hidden, W]`` without the inner norm. Inputs must match Uni3D's
-    too: y and z swapped (``xyz[:, [1, 2]] = xyz[:, [2, 1]]``), unit-sphere normalised,
-    10,000 points in its evaluation. Grouping matches: Uni3D's CUDA FPS also starts at index
-    0, and its kNN is ``topk`` of squared distances (neighbour order is irrelevant after
-    the max-pool).
+    Uni3D weights
+    -------------
+    The official Uni3D checkpoints (Ti, S, B, L, g) load into :class:`models.uni3d.Uni3DEncoder`
+    (registered as ``uni3d-ti`` ... ``uni3d-g``), which keeps Uni3D's exact layout (Conv1d
+    mini-PointNet on xyz + constant colour, timm's EVA / EVA02 blocks) and this class's
+    interface (``width``, ``encode(points, prompts)``, prompts right after CLS). This class
+    is the light, trainable-from-scratch sibling; its ``-paper`` variants have Uni3D-S / -B
+    sizes but not their block types.
     """
 
     def __init__(
@@ -325,36 +355,6 @@ class PointTransformer(nn.Module):
         nn.init.trunc_normal_(self.cls_pos, std=0.02)
 
     # -- pieces -----------------------------------------------------------------------------
-    def _check_points(self, points: Tensor) -> None:
-        if not isinstance(points, Tensor) or points.dim() != 3 or points.shape[-1] != 3:
-            shape = list(points.shape) if isinstance(points, Tensor) else type(points).__name__
-            raise ValueError(f"points must be a float tensor [B, N, 3]; got {shape}")
-        if not points.is_floating_point():
-            raise ValueError(f"points must be floating point (float32); got {points.dtype}")
-        need = max(self.num_groups, self.group_size)
-        if points.shape[1] < need:
-            raise ValueError(
-                f"points has N={points.shape[1]} points per cloud but this PointTransformer needs "
-                f"N >= {need} (num_groups={self.num_groups}, group_size={self.group_size}); "
-                "resample the clouds or build a variant with fewer/smaller groups"
-            )
-
-    def _expand_prompts(self, prompts: Tensor | None, batch: int) -> Tensor | None:
-        """``[P, W]`` or ``[B, P, W]`` -> ``[B, P, W]``; None or ``P == 0`` -> None."""
-        if prompts is None:
-            return None
-        if not isinstance(prompts, Tensor) or prompts.dim() not in (2, 3) or prompts.shape[-1] != self.width:
-            shape = list(prompts.shape) if isinstance(prompts, Tensor) else type(prompts).__name__
-            raise ValueError(f"prompts must be [B, P, {self.width}] or [P, {self.width}] (width); got {shape}")
-        if prompts.dim() == 2:
-            prompts = prompts.unsqueeze(0).expand(batch, -1, -1)
-        elif prompts.shape[0] != batch:
-            raise ValueError(
-                f"prompts [B, P, W] has B={prompts.shape[0]} but points has B={batch}; "
-                "pass [P, W] to share one set of prompts across the batch"
-            )
-        return prompts if prompts.shape[1] > 0 else None
-
     def tokens(self, points: Tensor, prompts: Tensor | None = None) -> Tensor:
         """The token sequence entering the first block, positional embeddings added.
 
@@ -366,16 +366,10 @@ class PointTransformer(nn.Module):
             ``[B, 1 + P + G, W]``: ``CLS + cls_pos``, the prompts unchanged (zero positional
             embedding), then each patch token plus ``pos_embed(centre)``.
         """
-        self._check_points(points)
-        batch = points.shape[0]
+        check_points(points, self.num_groups, self.group_size, "this PointTransformer")
         neighbourhoods, centres = group_points(points, self.num_groups, self.group_size)
         patches = self.encoder2trans(self.encoder(neighbourhoods)) + self.pos_embed(centres)  # [B, G, W]
-        parts = [(self.cls_token + self.cls_pos).expand(batch, -1, -1)]
-        prompts = self._expand_prompts(prompts, batch)
-        if prompts is not None:
-            parts.append(prompts.to(patches.dtype))
-        parts.append(patches)
-        return torch.cat(parts, dim=1)
+        return token_sequence(self.cls_token + self.cls_pos, patches, prompts)
 
     # -- public -----------------------------------------------------------------------------
     def encode(self, points: Tensor, prompts: Tensor | None = None) -> Tensor:
@@ -411,21 +405,26 @@ class PointTransformer(nn.Module):
 
 #: Paper scale embeds into EVA02-E-14-plus's 1024-d CLIP space; Uni3D's mini-PointNet ends at 512.
 _PAPER = {"embed_dim": 1024, "encoder_dim": 512}
-_HEAD_ARGS = ("num_classes", "class_embeddings", "class_names", "head", "logit_scale")
+#: The keywords of a classifier builder that go to the head, not to the encoder.
+HEAD_KWARGS = ("num_classes", "class_embeddings", "class_names", "head", "logit_scale")
 
 
-def _create(sizes: dict[str, Any], **kwargs: Any) -> EmbeddingClassifier:
-    """A classifier around ``PointTransformer(**sizes, **encoder overrides)``.
+def with_head(encoder: nn.Module, **head_kwargs: Any) -> EmbeddingClassifier:
+    """``EmbeddingClassifier(encoder, head)`` from :data:`HEAD_KWARGS`.
 
-    Head keywords (the rest go to :class:`PointTransformer`, overriding ``sizes``):
     ``num_classes`` (C), ``class_embeddings`` (``[C, embed_dim]`` tensor -> text-embedding
     head), ``head`` (``"linear"`` / ``"text"``; default text iff class embeddings are given),
     ``class_names``, ``logit_scale`` (text head, default 100).
     """
-    head_args = {k: kwargs.pop(k) for k in _HEAD_ARGS if k in kwargs}
-    class_names = head_args.pop("class_names", None)
-    encoder = PointTransformer(**{**sizes, **kwargs})
-    return EmbeddingClassifier(encoder, make_head(encoder.embed_dim, **head_args), class_names=class_names)
+    class_names = head_kwargs.pop("class_names", None)
+    return EmbeddingClassifier(encoder, make_head(int(encoder.embed_dim), **head_kwargs), class_names=class_names)
+
+
+def _create(sizes: dict[str, Any], **kwargs: Any) -> EmbeddingClassifier:
+    """A classifier around ``PointTransformer(**sizes, **encoder overrides)``; :data:`HEAD_KWARGS` go
+    to the head (:func:`with_head`), the rest to :class:`PointTransformer`, overriding ``sizes``."""
+    head_args = {k: kwargs.pop(k) for k in HEAD_KWARGS if k in kwargs}
+    return with_head(PointTransformer(**{**sizes, **kwargs}), **head_args)
 
 
 @register_model("point-transformer-student", tags=("clip-space",))
