@@ -190,6 +190,9 @@ class Zoo:
             path = Path(checkpoint).expanduser()
             model = model.to(self.ctx.device).freeze()
             return ZooModel(name, model, file_sha256(path), {"checkpoint": str(path)}, cached=True)
+        pretrained = self._params(name).get("pretrained") if isinstance(model, EmbeddingClassifier) else None
+        if pretrained:  # the user's Uni3D-style encoder: used as is, its head = the CLIP's class texts
+            return self._pretrained_embedding(name, model, Path(pretrained).expanduser())
         path = entry_path(self.ctx.cache_dir, "weights", self._key(name, model), ".safetensors")
         model = model.to(self.ctx.device)
 
@@ -209,6 +212,19 @@ class Zoo:
         self.ctx.log(f"{name}: loaded cached weights ({describe_score(meta)})" if cached
                      else f"{name}: trained in {meta['seconds']:.0f} s ({describe_score(meta)})")
         return ZooModel(name, model.eval(), sha256, meta, cached=cached)
+
+    def _pretrained_embedding(self, name: str, model: EmbeddingClassifier, path: Path) -> ZooModel:
+        """A point encoder loaded from the user's file (e.g. ``--set models.uni3d-ti.pretrained=...``):
+        not fine-tuned; its class embeddings are the CLIP teacher's class texts (zero-shot, as
+        Uni3D and MRPD classify), and it is traced by both files' hashes."""
+        clip = self.get("clip")
+        model = model.to(self.ctx.device)
+        with torch.no_grad():
+            model.head.set_class_embeddings(self._class_text_embeddings(clip.model.to(self.ctx.device).eval()))
+        model.eval().requires_grad_(False)
+        weights = config_hash({"pretrained": file_sha256(path), "clip": clip.weights_hash})
+        self.ctx.log(f"{name}: loaded pretrained weights {path} (zero-shot head from the CLIP class texts)")
+        return ZooModel(name, model, weights, {"pretrained": str(path), "clip": clip.weights_hash}, cached=True)
 
     def _train(self, name: str, model: nn.Module) -> dict[str, Any]:
         cfg = self.ctx.train_config(name)

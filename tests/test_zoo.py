@@ -202,3 +202,24 @@ def test_a_point_encoder_without_image_alignment_never_encodes_images(data, tmp_
     monkeypatch.setattr(clip, "encode_image", lambda *a, **k: pytest.fail("image alignment is off"))
     student = zoo.get("point-transformer-student")
     assert not student.cached and student.model(torch.from_numpy(data["test"].points[:2])).shape == (2, len(CLASSES))
+
+
+def test_a_pretrained_uni3d_encoder_is_loaded_as_is_with_a_zero_shot_head_not_trained(data, tmp_path):
+    from benchmark.core.registry import MODELS
+
+    zoo = make_zoo(data, tmp_path)
+    clip = zoo.get("clip")
+    sizes = {"embed_dim": clip.model.embed_dim, "num_groups": 16, "group_size": 8}
+    source = MODELS.build("uni3d-ti", num_classes=len(CLASSES), **sizes)
+    path = tmp_path / "model.pt"  # Uni3D's layout: the encoder's state under "module", keys prefixed "module."
+    torch.save({"module": {f"module.{k}": v for k, v in source.encoder.state_dict().items()}}, path)
+    before = weight_files(tmp_path)  # the CLIP's
+    zoo = make_zoo(data, tmp_path, params={"clip": dict(TINY_CLIP), "uni3d-ti": {"pretrained": str(path), **sizes}})
+    got = zoo.get("uni3d-ti")
+    assert got.cached and got.meta["pretrained"] == str(path) and weight_files(tmp_path) == before
+    for name, value in source.encoder.state_dict().items():  # the file's weights, not fine-tuned
+        assert torch.equal(got.model.encoder.state_dict()[name].cpu(), value)
+    x = torch.from_numpy(data["test"].points[:4])
+    text = torch.nn.functional.normalize(got.model.head.class_embeddings, dim=-1)
+    assert got.model(x).argmax(-1).tolist() == (got.model.embed(x) @ text.T).argmax(-1).tolist()
+    assert got.weights_hash not in (clip.weights_hash, "")
