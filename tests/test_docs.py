@@ -292,12 +292,12 @@ def test_the_defense_cost_section_ranks_defenses_by_ratio_and_reports_failures(t
             "victim_weights": "shared"}
     _write(tmp_path, "benchmarks/defense_cost.json", {
         "profile": "default", "victim": "v", "device": "cpu", "torch": "2.x", "threads": 2, "batch": 16, "points": 1024,
-        "repeats": 5, "defenses": {"slow": {**base, "ratio": 28.76, "extra_params": 814_307},
+        "repeats": 5, "defenses": {"slow": {**base, "ratio": 28.76, "extra_params": 814_307, "gflop_ratio": 10.63},
                                    "mrpd": {**base, "kind": "model", "gradient": "exact", "ratio": 1.04, "extra_params": 9728},
                                    "broken": {**base, "status": "failed", "error": "no weights", "ratio": None}}})
     text = _section(tmp_path, "defense-cost")
     assert text.index("`mrpd`") < text.index("`slow`") < text.index("`broken`")
-    assert "| `mrpd` | model | exact | 1.04 | 9.7 k | shared |" in text and "| 28.76 | 814.3 k |" in text
+    assert "| `mrpd` | model | exact | 1.04 | – | 9.7 k | shared |" in text and "| 28.76 | 10.6 | 814.3 k |" in text
     assert "failed: no weights" in text and "(1.23 M parameters)" in text
 
 
