@@ -13,6 +13,7 @@ method, and the paper's number where it gives one) into ``ablation.md`` next to 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,7 @@ def ablation_summary(rows: pd.DataFrame, defense: str, variants: Mapping[str, Ab
 
 def format_p(value: float) -> str:
     """A p-value for the tables: ``<0.001``, else two significant digits; ``*`` below 0.05; ``-`` for NaN."""
-    if value != value:  # NaN
+    if math.isnan(value):
         return "-"
     return ("<0.001" if value < 0.001 else f"{value:.2g}") + ("*" if value < 0.05 else "")
 
@@ -157,7 +158,7 @@ def _fmt(value: Any) -> str:
 
 
 def _cell(value: float, signed: bool = False) -> str:
-    if value != value:  # NaN
+    if math.isnan(value):
         return "-"
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
@@ -202,7 +203,7 @@ def ablation_markdown(rows: pd.DataFrame, defense: str, variants: Mapping[str, A
 
 def _verdict(delta: float, p: float, alpha: float = 0.05) -> str:
     """What removing a mechanism did: ``delta`` = (with it) - (without it), tested at ``alpha``."""
-    if p != p or delta != delta:
+    if math.isnan(p) or math.isnan(delta):
         return "not measured"
     if p < alpha:
         return "helps" if delta > 0 else "hurts"

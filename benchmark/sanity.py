@@ -133,9 +133,9 @@ def sweep_warnings(points: Iterable[tuple[float, float]], *, what: str = "attack
     rise, low_budget, low_acc, budget = worst
     listing = ", ".join(f"{b:g}: {100 * a:.1f}%" for b, a in curve)
     return [
-        f"budget sweep: {what}: robust accuracy rises with the budget, {100 * low_acc:.1f}% at {low_budget:g} "
-        f"-> {100 * (low_acc + rise):.1f}% at {budget:g} ({listing}); a stronger attack can only lower accuracy, "
-        "so the attack is not converging: check its steps and step size, and look for gradient masking"
+        (f"budget sweep: {what}: robust accuracy rises with the budget, {100 * low_acc:.1f}% at {low_budget:g} "
+         f"-> {100 * (low_acc + rise):.1f}% at {budget:g} ({listing}); a stronger attack can only lower accuracy, "
+         "so the attack is not converging: check its steps and step size, and look for gradient masking")
     ]
 
 
