@@ -43,11 +43,17 @@ import numpy as np
 import pandas as pd
 
 from benchmark.core.curves import robust_accuracy_curve
-from benchmark.leaderboard import Section, read_runs, sections
-
-# The ranking, the cells and the reproduce command are the markdown leaderboard's own, by
-# construction; leaderboard.py has no public name for them yet (see the report to the lead).
-from benchmark.leaderboard import PROTOCOL_TEXT, reproduce_commands, attack_roles, rank_defenses
+# the ranking, the roles and the reproduce commands are the markdown leaderboard's own, so the
+# page's numbers equal leaderboard.md's by construction
+from benchmark.leaderboard import (
+    PROTOCOL_TEXT,
+    Section,
+    attack_roles,
+    rank_defenses,
+    read_runs,
+    reproduce_commands,
+    sections,
+)
 from benchmark.store import CLEAN, GROUP_COLUMNS, ResultStore, min_norm_distances, with_labels
 
 __all__ = ["HTML_NOTICE", "render_html_leaderboard", "write_html_leaderboard"]
