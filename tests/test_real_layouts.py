@@ -30,6 +30,7 @@ import pytest
 from benchmark.core.data import load_dataset
 from benchmark.core.data.scanobjectnn import SCANOBJECTNN_CLASSES
 from tests.test_data_readers import MODELNET40
+
 POINTS = 2048  # points per cloud in the published HDF5 files
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
