@@ -175,3 +175,31 @@ def test_bench_check_loads_published_defense_weights(cache):
                                "--set", f"defenses.dup-net.pretrained={PU_NET}")
     assert status == 0, text
     assert rows_of(text, "defenses")["dup-net"][-1] == str(PU_NET)
+
+
+# --------------------------------------------------------------------------- docs/paper-scale.md
+
+
+def test_the_paper_section_puts_pcrb_paper_rows_beside_the_papers_numbers(tmp_path):
+    from benchmark.docs import write_docs
+    from benchmark.store import ResultStore
+
+    (tmp_path / "benchmark" / "docs").mkdir(parents=True)
+    reference = Path(__file__).resolve().parents[1] / "benchmark" / "docs" / "paper_reference.yaml"
+    (tmp_path / "benchmark" / "docs" / "paper_reference.yaml").write_text(reference.read_text())
+    attacks = ["pgd", "cw", "knn", "add-cd", "add-hd", "aof", "drop-200", "advpc"]
+    key = {"dataset": "modelnet40", "protocol": "transfer", "victim": "v", "source": "", "defense_variant": "",
+           "attack_variant": "", "seed": 0, "shard": "", "status": "ok", "defense": "mrpd"}
+    rows = [{**key, "profile": "paper", "attack": a, "n": 100, "accuracy": acc, "timestamp": "2026-01-02"}
+            for a, acc in zip(["clean", *attacks], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])]
+    rows += [{**key, "profile": "paper", "attack": "clean", "n": 10, "accuracy": 0.0, "timestamp": "2026-01-03"},
+             {**key, "profile": "default", "attack": "clean", "n": 1000, "accuracy": 0.0, "timestamp": "2026-01-03"}]
+    ResultStore(tmp_path / "results").write(rows)
+    (tmp_path / "README.md").write_text("<!-- begin generated: paper-reference -->\n"
+                                        "<!-- end generated: paper-reference -->\n")
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| MRPD | paper | 90.52 | 89.14 | 80.79 | 87.88 | 81.36 | 68.31 | 54.86 | 78.32 | 39.99 | 72.58 |" in text
+    # the run on the most clouds; other profiles never fill a paper row
+    assert "| `mrpd` | PCRB | 90.00 | 80.00 | 70.00 | 60.00 | 50.00 | 40.00 | 30.00 | 20.00 | 10.00 | 45.00 |" in text
+    assert "| `sor` | PCRB | – |" in text and "No committed `paper` results" not in text
