@@ -33,6 +33,9 @@ the crafting on each source (the victim; the surrogate, scaled by its pass time;
 the evaluation of every defense on the clean clouds and every attack's examples. Memory: the
 process's peak RSS on CPU; on CUDA ``torch.cuda.max_memory_allocated`` per step (the run's batch
 and models, so the run's peak per step is the same; training excluded).
+
+This file is the check's steps (~440 lines: they share one runner and one report); what it
+returns and prints is :mod:`benchmark.api.check_report`.
 """
 from __future__ import annotations
 
@@ -126,17 +129,24 @@ def _sync(device: Any) -> None:
 
 
 @contextmanager
-def _peak_cuda(device: Any) -> Iterator[list[float | None]]:
-    """Yields ``[None]``, set on exit to the step's peak CUDA memory in MiB (stays None on CPU)."""
+def _peak_cuda(device: Any, report: CheckReport) -> Iterator[list[float | None]]:
+    """Yields ``[None]``, set on exit to the step's peak CUDA memory in MiB (stays None on CPU); the
+    largest peak so far, before and during the step, is kept in ``report.peak_memory_mib``."""
     import torch
 
     out: list[float | None] = [None]
     cuda = torch.device(device).type == "cuda"
     if cuda:
+        _note_peak(report, torch.cuda.max_memory_allocated(device) / 2**20)
         torch.cuda.reset_peak_memory_stats(device)
     yield out
     if cuda:
         out[0] = torch.cuda.max_memory_allocated(device) / 2**20
+        _note_peak(report, out[0])
+
+
+def _note_peak(report: CheckReport, mib: float) -> None:
+    report.peak_memory_mib = mib if math.isnan(report.peak_memory_mib) else max(report.peak_memory_mib, mib)
 
 
 @contextmanager
@@ -188,7 +198,7 @@ def _iteration_fields(spec: Any) -> tuple[tuple[str, int] | None, tuple[str, int
     return first(OUTER_FIELDS), first(INNER_FIELDS)
 
 
-def _probe_attack(runner: Any, name: str, params: Mapping[str, Any]) -> AttackCheck:
+def _probe_attack(runner: Any, name: str, params: Mapping[str, Any], report: CheckReport) -> AttackCheck:
     """Run attack ``name`` on the runner's batch against its victim (see the module docstring)."""
     import torch
 
@@ -208,7 +218,7 @@ def _probe_attack(runner: Any, name: str, params: Mapping[str, Any]) -> AttackCh
     indices = torch.from_numpy(runner.indices)
     batch = len(points)
     passes, seconds = [], []
-    with _peak_cuda(device) as memory:
+    with _peak_cuda(device, report) as memory:
         for o, i in settings:
             probe = {**params, **off, **({outer[0]: o} if outer else {}), **({inner[0]: i} if inner else {})}
             attack = build_attack(name, probe, seed=cfg.seed, resolve_model=lambda model: runner.zoo.get(model).model)
@@ -334,7 +344,7 @@ def _run_check(cfg: RunConfig, check_cfg: RunConfig, report: CheckReport, consol
         report.defenses.append(_check_defense(runner, name, report))
     for name in runner.attack_names():
         try:
-            report.attacks.append(_probe_attack(runner, name, cfg.attacks.get(name) or {}))
+            report.attacks.append(_probe_attack(runner, name, cfg.attacks.get(name) or {}, report))
         except Exception as err:  # noqa: BLE001 - reported as a problem, the check goes on
             _problem(report, f"attacks.{name}", f"{type(err).__name__}: {err}")
             report.attacks.append(AttackCheck(name, "failed"))
@@ -344,7 +354,7 @@ def _run_check(cfg: RunConfig, check_cfg: RunConfig, report: CheckReport, consol
 
 def _check_defense(runner: Any, name: str, report: CheckReport) -> DefenseCheck:
     device, cfg = runner.device, runner.cfg
-    with _peak_cuda(device) as memory:
+    with _peak_cuda(device, report) as memory:
         prepared = runner.defense(name)
         if prepared.error is not None:
             _problem(report, f"defenses.{name}", prepared.error)
@@ -421,10 +431,12 @@ def _estimate(cfg: RunConfig, report: CheckReport) -> None:
 
 
 def _peak_memory(report: CheckReport) -> tuple[float, str]:
+    """``(MiB, what)``: the largest CUDA allocation of the check on CUDA, else the process's peak RSS."""
     if report.device.startswith("cuda"):
         import torch
 
-        return torch.cuda.max_memory_allocated(report.device) / 2**20, "max CUDA allocated"
+        _note_peak(report, torch.cuda.max_memory_allocated(report.device) / 2**20)
+        return report.peak_memory_mib, "max CUDA allocated"
     import resource
     import sys
 
