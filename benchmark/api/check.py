@@ -400,8 +400,9 @@ def _record_models(cfg: RunConfig, runner: Any, report: CheckReport) -> None:
             source = f"checkpoint {zm.meta['checkpoint']}"
         else:
             epochs = runner.cfg.train_config(name).epochs
+            run = cfg.train_config(name).epochs
             source = (f"trained for this check ({epochs} epoch on {len(runner.splits['train'])} clouds; the run "
-                      f"trains {cfg.train_config(name).epochs} epochs)")
+                      f"trains {run} epoch{'' if run == 1 else 's'})")
         report.models.append(ModelCheck(name, source, sum(p.numel() for p in zm.model.parameters())))
 
 
