@@ -116,6 +116,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return _failed(outcome.failures, console)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """``bench check``: files, checkpoints and one batch through the grid, and its cost (``api.check``)."""
+    report = api.check(config_from_args(args), console=_stderr())
+    print(api.format_report(report))
+    return 0 if report.ok else EXIT_FAILED_CELLS
+
+
 def cmd_teachers(args: argparse.Namespace) -> int:
     """``bench teachers``: the teacher-robustness report (``benchmark.api.teacher_robustness``)."""
     args.defense = args.protocol = args.victim = args.surrogate = args.eot = None
@@ -227,9 +234,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ablate": cmd_ablate, "attack": cmd_attack, "cache": cmd_cache, "docs": cmd_docs, "info": cmd_info,
-            "leaderboard": cmd_leaderboard, "list": cmd_list, "merge": cmd_merge, "plot": cmd_plot, "run": cmd_run,
-            "teachers": cmd_teachers, "train": cmd_train}
+COMMANDS = {"ablate": cmd_ablate, "attack": cmd_attack, "cache": cmd_cache, "check": cmd_check, "docs": cmd_docs,
+            "info": cmd_info, "leaderboard": cmd_leaderboard, "list": cmd_list, "merge": cmd_merge, "plot": cmd_plot,
+            "run": cmd_run, "teachers": cmd_teachers, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -137,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_ablate.add_argument("--force", action="store_true", help="recompute cells even when finished rows exist")
     p_ablate.add_argument("--no-progress", action="store_true", help="no live progress display")
 
+    p_check = sub.add_parser(
+        "check",
+        help="prove a profile's grid can run here (files, checkpoints, one batch) and estimate its cost",
+        description="Resolve every model and weight file the grid needs (victim, teachers, surrogate, the "
+        "defenses' networks), load every checkpoint and the dataset, push one batch through every defense and "
+        "attack on --device, and print the model passes per cloud, an estimate of the grid's time from the "
+        "measured batch and the peak memory. What the run would train is trained for one epoch on a few clouds, "
+        "in a scratch cache. Exit 0 when everything loads; otherwise 1, with one line per problem (all of them).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_config_options(p_check)
+    p_check.add_argument("--victim", default=None, help="model under attack (see: bench list models)")
+    p_check.add_argument("--defense", default=None, help="'all', a name or a comma list")
+    p_check.add_argument("--attack", default=None, help="'all', a name or a comma list")
+    p_check.add_argument("--protocol", default=None, help="transfer, blackbox, adaptive, all, or a comma list")
+    p_check.add_argument("--batch-size", type=int, default=None, help="clouds per batch (the run's)")
+    p_check.add_argument("--limit", type=int, default=None, metavar="N", help="the run's test clouds (for the estimate)")
+
     p_teachers = sub.add_parser(
         "teachers",
         help="MRPD's teachers and student on every attack set: accuracy, rescue rate, embedding drift",

@@ -4,6 +4,7 @@
     run(cfg) / sweep(cfg, key, values)                           # bench run [--sweep]
     train(models, cfg) / attack(attacks, cfg)                    # bench train / bench attack
     ablate(defense, cfg) / teacher_robustness(cfg)               # bench ablate / bench teachers
+    check(cfg) -> CheckReport; format_report(report)             # bench check
     leaderboard(results) / plot(results) / merge(dirs, out)      # bench leaderboard / plot / merge
 
 Same caches, same result files as the commands. ``evaluate`` is the one call a researcher
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.api.ablation import AblationOutcome, ablate, ablation_variants
+from benchmark.api.check import CheckReport, check, format_report
 from benchmark.api.teachers import diagnostics_dir, teacher_robustness
 from benchmark.api.train_attack import AttackReport, TrainReport, attack, train
 from benchmark.core.config import ConfigError, RunConfig, resolve_config
@@ -53,16 +55,19 @@ if TYPE_CHECKING:  # pandas and torch load when a call needs them (`bench --help
 __all__ = [
     "AblationOutcome",
     "AttackReport",
+    "CheckReport",
     "RunOutcome",
     "SweepOutcome",
     "TrainReport",
     "ablate",
     "ablation_variants",
     "attack",
+    "check",
     "configure",
     "diagnostics_dir",
     "environment",
     "evaluate",
+    "format_report",
     "leaderboard",
     "merge",
     "plot",
