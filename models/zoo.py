@@ -105,6 +105,7 @@ class Zoo:
         self.ctx = ctx
         self._ready: dict[str, ZooModel] = {}
         self._sources: dict[str, PointCloudDataset] = {}
+        self._skipped_sources: set[str] = set()
 
     # -- public --------------------------------------------------------------------------------
     def get(self, name: str) -> ZooModel:
@@ -115,7 +116,7 @@ class Zoo:
 
     def training_data(self, name: str) -> PointCloudDataset:
         """The clouds model ``name`` trains on: the run's training split, or its ``source`` distribution."""
-        source = self.ctx.train_config(name).source
+        source = self.source_options(name)
         if not source:
             return self.ctx.train
         if self.ctx.source is None:
@@ -129,6 +130,24 @@ class Zoo:
                                  "distribution must name the same classes in the same order")
             self._sources[key] = data
         return self._sources[key]
+
+    def source_options(self, name: str) -> dict[str, Any] | None:
+        """The dataset overrides model ``name`` trains on (``training.<name>.source``), or None for
+        the run's own training split. A source that names a ``dataset`` applies only to runs on that
+        dataset: the shipped profiles' SynthShapes sources (``dataset: synthshapes``) leave a
+        ModelNet40 or ScanObjectNN run training on its own split, as ``source: null`` would."""
+        source = self.ctx.train_config(name).source
+        if not source:
+            return None
+        source = dict(source)
+        target = source.pop("dataset", None)
+        if target is not None and target != self.ctx.train.name:
+            if name not in self._skipped_sources:
+                self._skipped_sources.add(name)
+                self.ctx.log(f"{name}: training.{name}.source is for {target}; this run is on {self.ctx.train.name}, "
+                             "so it trains on the run's training split")
+            return None
+        return source
 
     # -- dispatch ------------------------------------------------------------------------------
     def _params(self, name: str) -> dict[str, Any]:
@@ -165,6 +184,7 @@ class Zoo:
 
     def _key(self, name: str, model: nn.Module) -> str:
         train = dataclasses.asdict(self.ctx.train_config(name))
+        train["source"] = self.source_options(name)  # as applied (without its "dataset"), so adding one keeps keys
         for option, unset in _KEY_OMITS_UNSET.items():  # options added later leave the keys of models without them
             if train.get(option) == unset:
                 train.pop(option)

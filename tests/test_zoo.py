@@ -170,6 +170,23 @@ def test_a_model_with_a_source_trains_on_it_and_never_sees_the_run_split(data, t
     assert plain.get("pointnet-lite").weights_hash != model.weights_hash  # its own cache entry
 
 
+def test_a_source_for_another_dataset_is_not_applied_and_naming_this_one_keeps_the_key(data, tmp_path):
+    reader = source_reader(data)
+
+    def zoo_with(source):
+        return make_zoo(data, tmp_path, source=reader, train_config=lambda name: TrainConfig(
+            epochs=1, batch_size=8, val_fraction=0.25, source=source))
+
+    model = zoo_with(None)._build("pointnet-lite")
+    elsewhere = zoo_with({"dataset": "modelnet40", "train_size": 4096})
+    assert elsewhere.training_data("pointnet-lite") is data["train"] and reader.asked == []
+    assert elsewhere._key("pointnet-lite", model) == zoo_with(None)._key("pointnet-lite", model)
+    here, bare = zoo_with({"dataset": data["train"].name, "seed": 3}), zoo_with({"seed": 3})
+    assert here.training_data("pointnet-lite").fingerprint == bare.training_data("pointnet-lite").fingerprint
+    assert reader.asked == [{"seed": 3}, {"seed": 3}]  # the reader never sees "dataset"
+    assert here._key("pointnet-lite", model) == bare._key("pointnet-lite", model)
+
+
 def test_a_source_without_a_reader_or_with_other_classes_is_a_clear_error(data, tmp_path):
     config = lambda name: TrainConfig(epochs=1, batch_size=8, source={"seed": 3})  # noqa: E731
     with pytest.raises(ValueError, match="ZooContext.source"):

@@ -106,9 +106,9 @@ def source_problems(cfg: RunConfig) -> list[str]:
         return []
     entry, problems = DATASETS.get(cfg.dataset.name), []
     for name, section in sorted(cfg.training.items()):
-        source = (section or {}).get("source")
-        if not source:
-            continue
+        source = dict((section or {}).get("source") or {})
+        if not source or source.pop("dataset", cfg.dataset.name) != cfg.dataset.name:
+            continue  # a source for another dataset is not applied (models.zoo.Zoo.source_options)
         options = {k: v for k, v in source.items() if k not in _LOAD_ARGUMENTS}
         try:
             entry.check_params({**cfg.dataset_options(), **options})
