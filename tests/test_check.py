@@ -204,3 +204,35 @@ def test_the_paper_section_puts_pcrb_paper_rows_beside_the_papers_numbers(tmp_pa
     # the run on the most clouds; other profiles never fill a paper row
     assert "| `mrpd` | PCRB | 90.00 | 80.00 | 70.00 | 60.00 | 50.00 | 40.00 | 30.00 | 20.00 | 10.00 | 45.00 |" in text
     assert "| `sor` | PCRB | – |" in text and "No committed `paper` results" not in text
+
+
+def _uni3d_ti_file(path: Path, *, rename: str | None = None) -> Path:
+    """Uni3D-Ti random weights in Uni3D's ``model.pt`` layout, sized for the tiny CLIP (256-d) and
+    32 groups of 16 points; ``rename``: one key renamed to ``<key>_x`` (a file of another layout)."""
+    import torch
+
+    from benchmark.core.registry import MODELS
+
+    state = MODELS.build("uni3d-ti", embed_dim=256, num_groups=32, group_size=16, num_classes=40).encoder.state_dict()
+    if rename is not None:
+        state[f"{rename}_x"] = state.pop(rename)
+    torch.save({"module": {f"module.{k}": v for k, v in state.items()}}, path)
+    return path
+
+
+#: the paper's student, Uni3D-Ti, from a file (32 groups of 16 points: the test clouds have 64)
+UNI3D_STUDENT = ("--set", "victim=uni3d-ti", "--set", "models.uni3d-ti.num_groups=32",
+                 "--set", "models.uni3d-ti.group_size=16")
+
+
+def test_bench_check_runs_the_paper_profile_on_a_uni3d_student_file_and_names_a_wrong_key(cache, tmp_path):
+    write_modelnet40_hdf5(tmp_path)
+    good = _uni3d_ti_file(tmp_path / "uni3d-ti.pt")
+    status, text = bench_check(cache, "--profile", "paper", "--data-root", str(tmp_path), *SMALL_PAPER, *UNI3D_STUDENT,
+                               "--set", f"models.uni3d-ti.pretrained={good}", "--defense", "none,sor", "--attack", "pgd")
+    assert status == 0, text
+    assert "uni3d-ti" in rows_of(text, "models") and "grid:" in text
+    bad = _uni3d_ti_file(tmp_path / "bad.pt", rename="point_encoder.cls_token")
+    status, text = bench_check(cache, "--profile", "paper", "--data-root", str(tmp_path), *SMALL_PAPER, *UNI3D_STUDENT,
+                               "--set", f"models.uni3d-ti.pretrained={bad}", "--defense", "none", "--attack", "pgd")
+    assert status == 1 and "point_encoder.cls_token" in text.split("problems (")[1], text
