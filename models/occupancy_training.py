@@ -61,7 +61,7 @@ def occupancy_batch(
     t = min(input_points, n)
     pick = np.argpartition(rng.random((m, n)), t - 1, axis=1)[:, :t]
     inputs = np.take_along_axis(cube, pick[..., None], 1) + rng.normal(0.0, input_noise, (m, t, 3))
-    near = int(round(queries * near_surface))
+    near = int(round(queries * near_surface))  # noqa: RUF046  (numpy scalars may round to floats)
     half = 0.5 + cube_padding / 2
     anchors = np.take_along_axis(cube, rng.integers(0, n, (m, near))[..., None], 1)
     query = np.concatenate([anchors + rng.normal(0.0, near_sigma, anchors.shape),

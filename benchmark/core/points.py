@@ -18,7 +18,7 @@ __all__ = ["index_points", "pairwise_sq_dists"]
 def _check_cloud(name: str, x: Tensor, dim: int | None = 3) -> None:
     """Raise ValueError unless ``x`` is a float tensor ``[B, N, dim]`` (any last dim if None)."""
     if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape [B, N, 3]; got {type(x).__name__}")
+        raise ValueError(f"{name} must be a torch.Tensor of shape [B, N, 3]; got {type(x).__name__}")  # noqa: TRY004
     if x.dim() != 3 or (dim is not None and x.shape[-1] != dim):
         want = "[B, N, D]" if dim is None else f"[B, N, {dim}]"
         raise ValueError(f"{name} must have shape {want}; got {list(x.shape)}")
