@@ -35,6 +35,10 @@ When a cloud has ``n != num_points`` points, the centres scale with it (``n``, `
 surface), so every ball holds about as many points as at the trained size
 (:meth:`PUNet.level_sizes`).
 
+One file just over ~400 lines on purpose: one architecture in the family-file layout (its
+layers, which nothing else uses, then the network, its registered builder and its weights),
+with the reproduction notes above as its specification.
+
 Floor 1: imports torch, ``benchmark.core.geometry`` and ``models`` only.
 """
 from __future__ import annotations

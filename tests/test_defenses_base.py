@@ -215,7 +215,7 @@ def test_a_plugin_defense_registers_lists_and_runs():
 
 
 class FakeClock:
-    """Stands in for ``time`` in ``defenses.base``: time passes only when a model below runs."""
+    """Stands in for ``time`` in ``defenses.cost``: time passes only when a model below runs."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -254,10 +254,10 @@ class ThreeVotes(nn.Module):
 
 
 def test_inference_cost_reports_ratio(monkeypatch):
-    import defenses.base
+    import defenses.cost
 
     clock = FakeClock()
-    monkeypatch.setattr(defenses.base, "time", clock)
+    monkeypatch.setattr(defenses.cost, "time", clock)
     # victim calls in order: warmup bare (0.1 s), warmup defended (3 x 0 s), then 3 repeats of
     # bare, defended (3 calls): bare 5, 1, 2 s; defended 0.5 + 3 x (1, 3, 1) s
     victim = TimedVictim(clock, [0.1, 0, 0, 0, 5.0, 1, 1, 1, 1.0, 3, 3, 3, 2.0, 1, 1, 1]).eval()

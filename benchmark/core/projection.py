@@ -79,6 +79,10 @@ transcription of the MRPD reference (``torch_scatter`` replaced by ``scatter_red
 float32 rounding (max abs difference 3e-7). Deviation from PointCLIP V2's own file: it pads the
 7 x 7 pool by 2 (a 110 px image from 112 px); MRPD's copy and this module pad by 3 ("same").
 
+One file over ~400 lines on purpose: one renderer, whose numbers (``ProjectionConfig``), 1-D
+filters and two modes are the steps of the single pipeline specified above (a fifth of the
+file), read and checked against the reference together.
+
 Floor 0: imports torch and the standard library only.
 """
 from __future__ import annotations
