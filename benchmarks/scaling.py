@@ -29,7 +29,7 @@ The growth factor per doubling between two sizes x1 < x2 is ``(v2 / v1) ** (1 / 
 (1 = flat, 2 = linear, 4 = quadratic), per step and over the whole sweep.
 
 Where the cost is O(N^2) per sample, and where chunking bounds memory
-(``benchmark/core/geometry.py``): every neighbour search (``knn``, ``knn_indices``,
+(``benchmark/core/neighbours.py``): every neighbour search (``knn``, ``knn_indices``,
 ``nearest_neighbor``, hence Chamfer and Hausdorff) picks indices without autograd from
 ``torch.cdist`` + ``topk``/``argmin`` over blocks of ``[B, chunk, N]`` distances, with
 ``chunk = _auto_chunk(B, N) = _MAX_BLOCK_ELEMENTS // (B * N)`` query points and
