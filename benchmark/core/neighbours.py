@@ -210,7 +210,11 @@ class ReferenceNeighbours:
         with torch.no_grad():
             self.candidates, dist = knn(self.ref, self.m)  # [B, N, m], ascending; each point is its own first
             self.radius = dist[..., -1].sqrt() if self.m < n else torch.full_like(dist[..., -1], math.inf)
-            self.candidate_points = index_points(self.ref, self.candidates)  # [B, N, m, 3]
+            # the candidates' coordinates one plane per axis ([3, B, N, m]), and where each point's
+            # own index sits among its candidates: distances are then three element-wise passes
+            # over [B, N, m] arrays instead of a reduction over a 3-wide last dim
+            self.candidate_planes = index_points(self.ref, self.candidates).permute(3, 0, 1, 2).contiguous()
+            self.is_self = self.candidates == torch.arange(n, device=ref.device).view(1, n, 1)
         #: points searched in full by the last query (where the candidates did not suffice)
         self.fallbacks = 0
 
@@ -218,10 +222,11 @@ class ReferenceNeighbours:
         ref = self.ref if rows is None else self.ref[rows]
         return (adv.detach() - ref).norm(dim=-1)  # [b, N]
 
-    def _pick(self, rows: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _pick(self, rows: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         if rows is None:
-            return self.ref, self.candidates, self.candidate_points, self.radius
-        return self.ref[rows], self.candidates[rows], self.candidate_points[rows], self.radius[rows]
+            return self.ref, self.candidates, self.candidate_planes, self.radius, self.is_self
+        return (self.ref[rows], self.candidates[rows], self.candidate_planes[:, rows], self.radius[rows],
+                self.is_self[rows])
 
     def nearest_reference(self, adv: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """As ``nearest_neighbor(adv, ref[rows])``: ``(dist [b, N] squared, differentiable w.r.t. adv; idx [b, N])``.
@@ -229,11 +234,11 @@ class ReferenceNeighbours:
         ``adv [b, N, 3]``: point ``i`` a moved copy of reference point ``i`` of cloud ``rows[j]``
         (``rows`` None: all ``B`` clouds).
         """
-        ref, cand, cand_points, radius = self._pick(rows)
+        ref, cand, cand_planes, radius, _ = self._pick(rows)
         with torch.no_grad():
             x = adv.detach()
             moved = self._moved(x, rows)
-            d = ((x.unsqueeze(2) - cand_points) ** 2).sum(-1)  # [b, N, m]
+            d = _planar_sq_dists(x, cand_planes)  # [b, N, m]
             idx = cand.gather(-1, d.argmin(-1, keepdim=True)).squeeze(-1)
             # the nearest reference point lies within 2 * moved of the point's own reference position
             bad = ~(2 * moved + self._SLACK < radius)
@@ -247,15 +252,16 @@ class ReferenceNeighbours:
     def knn_within(self, adv: Tensor, k: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """As ``knn(adv, k, exclude_self=True)``: ``(idx [b, N, k], dist [b, N, k])``, ascending,
         ``dist`` squared and differentiable w.r.t. ``adv`` (see :meth:`nearest_reference` for ``rows``)."""
-        ref, cand, _, radius = self._pick(rows)
-        n = adv.shape[1]
+        ref, cand, _, radius, is_self = self._pick(rows)
+        b, n = adv.shape[:2]
         if not isinstance(k, int) or not 1 <= k <= min(n - 1, self.m - 1):
             raise ValueError(f"k must be an int in [1, {min(n - 1, self.m - 1)}] (candidates m={self.m}); got k={k}")
         with torch.no_grad():
             x = adv.detach()
             moved = self._moved(x, rows)
-            d = ((x.unsqueeze(2) - index_points(x, cand)) ** 2).sum(-1)  # [b, N, m]
-            d = d.masked_fill(cand == torch.arange(n, device=x.device).view(1, n, 1), math.inf)  # not itself
+            flat = (cand + (torch.arange(b, device=x.device) * n).view(b, 1, 1)).reshape(-1)
+            planes = x.permute(2, 0, 1).reshape(3, b * n).index_select(1, flat).view(3, *cand.shape)
+            d = _planar_sq_dists(x, planes).masked_fill_(is_self, math.inf)  # [b, N, m], not itself
             top = d.topk(k, dim=-1, largest=False, sorted=True)
             idx = cand.gather(-1, top.indices)
             kth = top.values[..., -1].clamp_min(0).sqrt()
@@ -273,6 +279,14 @@ class ReferenceNeighbours:
             dist, order = dist.sort(dim=-1, stable=True)
             idx = idx.gather(-1, order)
         return idx, dist
+
+
+def _planar_sq_dists(x: Tensor, planes: Tensor) -> Tensor:
+    """``x [b, N, 3]``, ``planes [3, b, N, m]`` (candidates' coordinates per axis) ->
+    ``[b, N, m]`` squared distances from each point to its candidates."""
+    d = (planes[0] - x[..., 0:1]).square_()
+    d.add_((planes[1] - x[..., 1:2]).square_())
+    return d.add_((planes[2] - x[..., 2:3]).square_())
 
 
 # --------------------------------------------------------------------------- set distances
