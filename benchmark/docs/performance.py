@@ -90,7 +90,14 @@ def defense_cost(root: Path) -> str:
              f"forwards alternating, best of {data['repeats']}; preparation (training) not included. "
              f"GFLOP ratio: the matrix products' and convolutions' operations of the defended model over the "
              f"victim's, the time ratio's floor at equal efficiency.")
-    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+    lines = [intro, "", *markdown_table(rows)]
+    steps_path, steps = _load(root, "defense_cost_if200.json")  # IF-Defense at the paper's 200 steps
+    entry = (steps or {}).get("defenses", {}).get("if-defense", {})
+    if entry.get("status") == "ok":
+        lines += ["", f"At the paper's 200 restoration steps (`{steps_path.relative_to(root)}`, same settings "
+                      f"otherwise): `if-defense` {entry['ratio']:.1f}x the victim, GFLOP ratio "
+                      f"{entry.get('gflop_ratio', float('nan')):.1f}."]
+    return "\n".join(lines) + "\n"
 
 
 def _command(run: dict[str, Any]) -> str:
