@@ -5,7 +5,8 @@ For a trained victim from the model zoo (the ``default`` profile's victim unless
 binary steps, restarts, drop rounds -- at the ``paper`` preset's budgets, losses and
 constraints (the registered defaults; never the profile's own ``attacks:`` section), over
 the first ``--limit`` test clouds, and print a table (attack, setting, success %,
-seconds). Writes ``benchmarks/attack_presets.json`` (``--out``).
+seconds). Writes ``benchmarks/attack_presets.json`` (``--out``). One script on purpose: it is
+run on demand as a whole, and its sweep, selection and report read one another's tables.
 
 Run on demand::
 
