@@ -273,7 +273,8 @@ class Restoration:
         docstring, ``adaptive="unroll"``); otherwise the result is detached from ``points``.
         """
         cfg, network = self.config, self.network
-        if next(network.parameters(), None) is not None and next(network.parameters()).device != points.device:
+        param = next(network.parameters(), None)
+        if param is not None and param.device != points.device:
             network.to(points.device)
         if not unroll_steps:
             points = points.detach()

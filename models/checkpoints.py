@@ -45,20 +45,7 @@ def load_state_dict_file(
         ValueError: not a state dict, or its keys / shapes differ from ``model``'s.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling failure means "not a weights file"
-        raise ValueError(f"cannot read {what} weights {path}: {err}") from err
-    if isinstance(state, dict):
-        for key in containers:
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a {what} state dict (a mapping of parameter names to tensors)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = read_state_dict(path, what=what, containers=containers)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -15,7 +15,7 @@ interface is :class:`~models.point_transformer.PointTransformer`'s (``width``,
 ``embed_dim``, ``encode(points, prompts)``), so ``defenses/prompting.py`` and MRPD take a
 Uni3D student or teacher unchanged.
 
-Checkpoint layout (``torch.load(model.pt)["module"]``, keys maybe prefixed ``module.``),
+Checkpoint layout (``model.pt`` holds the state dict under ``"module"``, keys maybe prefixed ``module.``),
 the state dict of :class:`Uni3DEncoder` key for key:
 
 - ``logit_scale`` ``[]``: Uni3D's training temperature (kept as a buffer, never used here);
@@ -103,10 +103,9 @@ UNI3D_SIZES: dict[str, Uni3DSize] = {
 }
 
 _CONVERT_HINT = (
-    "If the file holds non-tensor objects (a DeepSpeed checkpoint), convert it once, in an environment "
-    "you trust, to safetensors: python -c \"import torch, safetensors.torch as st; "
-    "sd = torch.load('model.pt', map_location='cpu', weights_only=False)['module']; "
-    "st.save_file({k: v.contiguous() for k, v in sd.items()}, 'model.safetensors')\" and pass model.safetensors"
+    "If the file holds non-tensor objects (a DeepSpeed checkpoint), PCRB will not unpickle it: convert it "
+    "once yourself, where you trust the file, to safetensors (unpickle it, take its 'module' dict and write "
+    "it with safetensors.torch.save_file, tensors made contiguous) and pass model.safetensors"
 )
 
 

@@ -1,15 +1,5 @@
-"""``ResultStore``: the rows of a results folder, one CSV per dataset, and its run records.
-
-Rows live in ``<out_dir>/<dataset>.csv``; run metadata in ``<out_dir>/runs/<run-id>.json``.
-
-- **Idempotent**: writing a row whose key exists replaces it (never duplicates it), and
-  :meth:`ResultStore.write` returns the rows it replaced so the caller can say so.
-- **Atomic, concurrent-safe**: each write takes an exclusive lock on ``<csv>.lock``, reads
-  the current file, merges, writes a temporary file and renames it over the CSV, so a
-  reader never sees a partial file and two runs never lose each other's rows.
-- **Resumable**: :meth:`ResultStore.finished` says whether a cell with the same key *and
-  the same cell hash* (everything that determines its numbers) is already stored.
-"""
+"""``ResultStore``: the rows of a results folder (``<out_dir>/<dataset>.csv``) and its run records
+(``<out_dir>/runs/<run-id>.json``); idempotent, atomic and resumable as :mod:`benchmark.store` says."""
 from __future__ import annotations
 
 import json
