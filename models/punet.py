@@ -77,8 +77,10 @@ PU_LEVELS: tuple[tuple[int, float, int, tuple[int, ...]], ...] = (
 #: Weights below this magnitude are zeroed on loading (:func:`flush_tiny_weights_`): each adds
 #: less than ~1e-17 to an output, and products with them are subnormal floats.
 NEGLIGIBLE_WEIGHT = 1e-20
-#: Query points per chunk of the ``[B, chunk, N]`` distance blocks (bounded memory at large N).
-_MAX_BLOCK_ELEMENTS = 32 * 2**20
+#: Elements of one ``[B, chunk, N]`` distance block (4 MiB float32): bounded memory at large N, and
+#: each block is searched while in cache (ball queries of 16 x 1,024 points, 2 threads: 118 -> 38 ms
+#: from 32 Mi-element blocks, with the ``nonzero`` search).
+_MAX_BLOCK_ELEMENTS = 2**20
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -128,8 +130,9 @@ def ball_query_first(xyz: Tensor, centres: Tensor, radius: float, nsample: int) 
 
     As the CUDA ball query that trained PU-Net: groups are padded with their first point;
     a centre with no point inside its ball (impossible when centres are points of ``xyz``)
-    gets its nearest point. Vectorised with ``cdist`` and a ``topk`` over the indices of
-    the points inside, in chunks of centres.
+    gets its nearest point. Vectorised, in chunks of centres: ``cdist``, then the hits of
+    every ball in storage order (``nonzero`` lists them row-major) ranked within their ball,
+    so the cost follows the points inside (a few per ball at the first levels), not ``N``.
 
     Args:
         xyz: ``[B, N, 3]`` points.
@@ -138,23 +141,29 @@ def ball_query_first(xyz: Tensor, centres: Tensor, radius: float, nsample: int) 
         nsample: indices per ball.
 
     Returns:
-        ``[B, S, nsample]`` long indices into ``xyz``.
+        ``[B, S, nsample]`` long indices into ``xyz``; the members of a ball first (distinct),
+        then copies of its first member.
     """
     batch, n, _ = xyz.shape
     k = min(nsample, n)
-    order = torch.arange(n, device=xyz.device, dtype=xyz.dtype).expand(batch, 1, n)
+    slots = torch.arange(k, device=xyz.device)
     parts = []
     step = _chunk(batch, n)
     for start in range(0, centres.shape[1], step):
         dist = torch.cdist(centres[:, start : start + step], xyz)  # [B, c, N]
-        inside = dist < radius
-        key = torch.where(inside, order, order + n)  # inside first, each group in storage order
-        idx = key.topk(k, dim=-1, largest=False, sorted=True).indices  # [B, c, k]
-        valid = inside.gather(-1, idx)
+        rows = batch * dist.shape[1]
+        hit = (dist < radius).view(rows, n).nonzero()  # [H, 2] (ball, point), row-major: storage order
+        ball, point = hit[:, 0], hit[:, 1]
+        inside = torch.bincount(ball, minlength=rows)  # [rows]
+        rank = torch.arange(ball.shape[0], device=xyz.device) - (inside.cumsum(0) - inside).index_select(0, ball)
+        keep = rank < k
+        idx = torch.zeros(rows, k, dtype=torch.long, device=xyz.device)
+        idx.index_put_((ball[keep], rank[keep]), point[keep])
+        idx, count = idx.view(batch, -1, k), inside.clamp(max=k).view(batch, -1, 1)
         first = idx[..., :1]
-        if not bool(valid[..., 0].all()):  # an empty ball: its nearest point instead
-            first = torch.where(valid[..., :1], first, dist.argmin(-1, keepdim=True))
-        parts.append(torch.where(valid, idx, first))
+        if not bool((count > 0).all()):  # an empty ball: its nearest point instead
+            first = torch.where(count > 0, first, dist.argmin(-1, keepdim=True))
+        parts.append(torch.where(slots < count, idx, first))
     idx = torch.cat(parts, dim=1)
     if k < nsample:
         idx = torch.cat([idx, idx[..., :1].expand(-1, -1, nsample - k)], dim=-1)
@@ -192,6 +201,41 @@ def three_nn_interpolate(points: Tensor, centres: Tensor, features: Tensor) -> T
     weight = 1.0 / (torch.cat(parts_w, dim=1) + 1e-8)
     weight = weight / weight.sum(-1, keepdim=True)
     return (index_points(features, idx) * weight.unsqueeze(-1)).sum(2)
+
+
+def _distinct_members_max(projected: Tensor, centre_term: Tensor, idx: Tensor, layers: Sequence[nn.Module]) -> Tensor:
+    """A set-abstraction MLP max-pooled over each group's distinct members only (inference).
+
+    A ball holding fewer than K points is padded with copies of its first member, and a copy
+    changes no max: the MLP runs on the distinct (centre, member) pairs alone, ragged across
+    groups, and their outputs are max-reduced per group. The same values as running it on all
+    ``K`` slots up to float rounding; on SynthShapes at 1,024 points the balls hold 3.7 / 12 /
+    22 / 24 of 32 members on average at the four levels, about a third of PU-Net's work.
+
+    Args:
+        projected: ``[B, n, C1]`` first-layer projection of every input point (no bias).
+        centre_term: ``[B, S, C1]`` ``W_xyz c - b`` per centre.
+        idx: ``[B, S, K]`` ball members (:func:`ball_query_first`: distinct members first, then
+            copies of the first one).
+        layers: the MLP's layers after the first.
+
+    Returns:
+        ``[B, S, C]``, ``C`` the last layer's width.
+    """
+    batch, n, width = projected.shape
+    groups, k = centre_term.shape[1], idx.shape[2]
+    distinct = torch.ones_like(idx, dtype=torch.bool)
+    distinct[..., 1:] = idx[..., 1:] != idx[..., :1]  # members are distinct; only padding repeats slot 0
+    slots = distinct.view(-1).nonzero().squeeze(1)  # [P] positions in the flattened [B, S, K]
+    group = slots // k  # [P] in [0, B * S)
+    rows = (idx + (torch.arange(batch, device=idx.device) * n).view(batch, 1, 1)).view(-1).index_select(0, slots)
+    out = projected.reshape(batch * n, width).index_select(0, rows)
+    out = F.relu(out.sub_(centre_term.reshape(batch * groups, width).index_select(0, group)), inplace=True)
+    for layer in layers:
+        out = layer(out)  # [P, C]
+    pooled = out.new_full((batch * groups, out.shape[1]), -math.inf)
+    pooled.scatter_reduce_(0, group.unsqueeze(1).expand_as(out), out, "amax")
+    return pooled.view(batch, groups, -1)
 
 
 class PUSetAbstraction(nn.Module):
@@ -235,11 +279,13 @@ class PUSetAbstraction(nn.Module):
         projected = F.linear(xyz, weight[:, :3])  # [B, n, C1]
         if features is not None:
             projected = projected + F.linear(features, weight[:, 3:])
-        out = F.relu(index_points(projected, idx) - F.linear(centres, weight[:, :3], -bias).unsqueeze(2),
-                     inplace=True)  # [B, S, K, C1]
+        centre_term = F.linear(centres, weight[:, :3], -bias)  # [B, S, C1]
+        if not torch.is_grad_enabled() or not (projected.requires_grad or centre_term.requires_grad):
+            return centres, _distinct_members_max(projected, centre_term, idx, rest)
+        out = F.relu(index_points(projected, idx) - centre_term.unsqueeze(2), inplace=True)  # [B, S, K, C1]
         for layer in rest:
             out = layer(out)
-        return centres, (out.max(dim=2).values if out.requires_grad else out.amax(dim=2))
+        return centres, out.max(dim=2).values
 
 
 class PUFeaturePropagation(nn.Module):

@@ -59,6 +59,47 @@ def shapes():
 # --------------------------------------------------------------------------- the network
 
 
+def _ball_query_by_definition(xyz, centres, radius, nsample):
+    """Per ball, loops: the points strictly inside in storage order, padded with the first
+    (the nearest point when none is inside)."""
+    out = torch.empty(*centres.shape[:2], nsample, dtype=torch.long)
+    for b in range(xyz.shape[0]):
+        for s in range(centres.shape[1]):
+            dist = torch.cdist(centres[b, s][None], xyz[b])[0]
+            inside = [int(i) for i in torch.nonzero(dist < radius).flatten()][:nsample]
+            inside = inside or [int(dist.argmin())]
+            out[b, s] = torch.tensor(inside + [inside[0]] * (nsample - len(inside)))
+    return out
+
+
+@pytest.mark.parametrize("block", [None, 1000])
+def test_ball_query_keeps_the_first_points_inside_in_storage_order(block, monkeypatch):
+    import models.punet as punet
+
+    if block is not None:  # several chunks of centres
+        monkeypatch.setattr(punet, "_MAX_BLOCK_ELEMENTS", block)
+    gen = torch.Generator().manual_seed(0)
+    xyz = torch.rand(2, 40, 3, generator=gen)
+    centres = torch.cat([xyz[:, :6], torch.full((2, 1, 3), 9.0)], 1)  # the last ball is empty
+    for radius, nsample in [(0.3, 8), (0.6, 32), (2.0, 50)]:  # some balls overflow; nsample > N pads
+        got = punet.ball_query_first(xyz, centres, radius, nsample)
+        assert torch.equal(got, _ball_query_by_definition(xyz, centres, radius, nsample))
+
+
+def test_inference_pools_over_distinct_members_as_the_full_groups_do():
+    """Without autograd, each set-abstraction level runs its MLP on a ball's distinct members
+    only; the outputs equal the differentiable path's, which runs it on all K slots."""
+    torch.manual_seed(0)
+    net = PUNet(up_ratio=4).eval()
+    if WEIGHTS.is_file():  # trained weights: ReLUs are neither all on nor all off
+        load_punet_weights(net, WEIGHTS)
+    points = unit_clouds(2, 1024, seed=3)
+    with torch.no_grad():
+        fast = net(points)
+    full = net(points.clone().requires_grad_(True)).detach()
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("n", [1024, 256])
 def test_pu_net_outputs_up_ratio_times_the_input_points(n):
     model = PUNet().eval()
