@@ -74,7 +74,7 @@ def _ball_query_by_definition(xyz, centres, radius, nsample):
 
 @pytest.mark.parametrize("block", [None, 1000])
 def test_ball_query_keeps_the_first_points_inside_in_storage_order(block, monkeypatch):
-    import models.punet as punet
+    from models import punet
 
     if block is not None:  # several chunks of centres
         monkeypatch.setattr(punet, "_MAX_BLOCK_ELEMENTS", block)
