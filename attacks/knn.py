@@ -167,16 +167,21 @@ class KNN(Attack):
             rows = kept.active()
             if rows.numel() == 0:
                 break
-            adv = var[rows]  # only the samples still searching cost a model pass (all without early_stop)
+            # only the samples still searching cost a model pass (all without early_stop); while
+            # all are, the full tensors are used as they are (no per-iteration copies of the
+            # candidates' [3, B, N, m] coordinates)
+            subset = None if rows.numel() == batch else rows
+            adv = var if subset is None else var[rows]
             logits = model(adv)
             # the iterate's Chamfer distance serves both the bookkeeping and the loss: one
             # nearest-neighbour search per iteration instead of two
-            cd = local.nearest_reference(adv, rows)[0].mean(dim=1)
+            cd = local.nearest_reference(adv, subset)[0].mean(dim=1)
             with torch.no_grad():
                 record(rows, logits, adv.detach(), t, cd.detach())
             adv_l = adversarial_loss(logits, labels[rows], targets[rows], self.loss, self.kappa)
-            smooth = local.knn_within(adv, self.k, rows)[1]
-            loss = (adv_l + self.distance(adv, points[rows], chamfer=cd, neighbour_dist=smooth)).sum()
+            smooth = local.knn_within(adv, self.k, subset)[1]
+            clean = points if subset is None else points[rows]
+            loss = (adv_l + self.distance(adv, clean, chamfer=cd, neighbour_dist=smooth)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
