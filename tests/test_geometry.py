@@ -127,19 +127,21 @@ def test_knn_matches_loops():
     np.testing.assert_allclose(dist.numpy(), rdist, atol=1e-12)
 
 
-def test_knn_with_separate_query_matches_loops():
+@pytest.mark.parametrize("k", [1, 2, 5])  # 1 and 2 take the min-based search, more a top-k
+def test_knn_with_separate_query_matches_loops(k):
     x, q = cloud(3, 15, seed=8), cloud(3, 11, seed=9)
-    idx, dist = knn(x, 5, q)
-    ridx, rdist = ref_knn(x.numpy(), q.numpy(), 5)
-    assert idx.shape == (3, 11, 5)
+    idx, dist = knn(x, k, q)
+    ridx, rdist = ref_knn(x.numpy(), q.numpy(), k)
+    assert idx.shape == (3, 11, k)
     np.testing.assert_array_equal(idx.numpy(), ridx)
     np.testing.assert_allclose(dist.numpy(), rdist, atol=1e-12)
 
 
-def test_knn_exclude_self_matches_loops():
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_knn_exclude_self_matches_loops(k):
     x = cloud(2, 12, seed=10)
-    idx, dist = knn(x, 3, exclude_self=True)
-    ridx, rdist = ref_knn(x.numpy(), x.numpy(), 3, exclude_self=True)
+    idx, dist = knn(x, k, exclude_self=True)
+    ridx, rdist = ref_knn(x.numpy(), x.numpy(), k, exclude_self=True)
     np.testing.assert_array_equal(idx.numpy(), ridx)
     np.testing.assert_allclose(dist.numpy(), rdist, atol=1e-12)
 
@@ -151,6 +153,9 @@ def test_knn_exclude_self_keeps_duplicate_points_as_neighbours():
     assert idx[0, 1, 0] == 4 and idx[0, 4, 0] == 1
     assert dist[0, 1, 0] == 0 and dist[0, 4, 0] == 0
     assert not (idx[0, :, 0] == torch.arange(6)).any()
+    idx2, dist2 = knn(x, 2, exclude_self=True)  # the duplicate first, then the next point
+    assert idx2[0, 1, 0] == 4 and idx2[0, 4, 0] == 1 and idx2[0, 1, 1] not in (1, 4)
+    assert torch.equal(dist2[..., 0], dist[..., 0])
 
 
 def test_knn_chunked_equals_unchunked():

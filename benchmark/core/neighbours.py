@@ -53,6 +53,23 @@ def _auto_chunk(batch: int, n: int, chunk_size: int | None) -> int:
 # --------------------------------------------------------------------------- neighbours
 
 
+def _smallest(d: Tensor, k: int) -> Tensor:
+    """Column indices ``[..., k]`` of the ``k`` smallest entries of each row of ``d [..., N]``,
+    ascending (the first of equal entries first). Modifies ``d``.
+
+    For ``k <= 2``, ``min`` once or twice (masking the first minimum): ``torch.min`` over the
+    last dim is ~3x faster than ``argmin`` or ``topk`` on the CPU (a 16 x 256 x 1,024 block:
+    1.2 ms vs 3.2 / 3.6 ms, 2 threads), and k = 1 (nearest neighbours: every Chamfer distance)
+    and k = 2 (SOR) are the hot cases.
+    """
+    if k > 2:
+        return d.topk(k, dim=-1, largest=False, sorted=True).indices
+    first = d.min(dim=-1, keepdim=True).indices
+    if k == 1:
+        return first
+    return torch.cat([first, d.scatter_(-1, first, math.inf).min(dim=-1, keepdim=True).indices], dim=-1)
+
+
 @torch.no_grad()
 def _neighbour_indices(
     x: Tensor, query: Tensor, k: int, *, exclude_self: bool, chunk_size: int | None
@@ -75,10 +92,7 @@ def _neighbour_indices(
         if exclude_self:
             rows = torch.arange(stop - start, device=x.device)
             d[:, rows, rows + start] = math.inf
-        if k == 1:
-            parts.append(d.argmin(dim=-1, keepdim=True))
-        else:
-            parts.append(d.topk(k, dim=-1, largest=False, sorted=True).indices)
+        parts.append(_smallest(d, k))
     if not parts:  # Q == 0
         return torch.empty(batch, 0, k, dtype=torch.long, device=x.device)
     return torch.cat(parts, dim=1)
