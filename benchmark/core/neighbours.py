@@ -253,14 +253,14 @@ class ReferenceNeighbours:
             x = adv.detach()
             moved = self._moved(x, rows)
             d = _planar_sq_dists(x, cand_planes)  # [b, N, m]
-            idx = cand.gather(-1, d.argmin(-1, keepdim=True)).squeeze(-1)
+            idx = cand.gather(-1, d.min(-1, keepdim=True).indices).squeeze(-1)
             # the nearest reference point lies within 2 * moved of the point's own reference position
             bad = ~(2 * moved + self._SLACK < radius)
             self.fallbacks = int(bad.sum())
             if self.fallbacks:
                 clouds, points = bad.nonzero(as_tuple=True)
                 full = ((x[clouds, points].unsqueeze(1) - ref[clouds]) ** 2).sum(-1)  # [F, N]
-                idx[clouds, points] = full.argmin(-1)
+                idx[clouds, points] = full.min(-1).indices
         return ((adv - index_points(ref, idx)) ** 2).sum(-1), idx
 
     def knn_within(self, adv: Tensor, k: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
