@@ -265,6 +265,13 @@ def test_farthest_point_sample_matches_greedy_loop():
     np.testing.assert_array_equal(got.numpy(), ref_fps(x.numpy(), 8, [0, 0, 0]))
 
 
+def test_farthest_point_sample_breaks_ties_by_the_first_index():
+    grid = torch.stack(torch.meshgrid(*[torch.arange(3.0)] * 3, indexing="ij"), -1).reshape(1, 27, 3)
+    x = torch.cat([grid, grid.flip(1)]).to(torch.float32)  # integer coordinates: many exact ties
+    got = farthest_point_sample(x, 12)
+    np.testing.assert_array_equal(got.numpy(), ref_fps(x.numpy(), 12, [0, 0]))
+
+
 def test_farthest_point_sample_selects_distinct_points():
     x = cloud(2, 20, seed=30, dtype=torch.float32)
     x[:, 10:] = x[:, :10]  # every point duplicated: only 10 distinct positions
