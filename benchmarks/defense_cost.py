@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             "profile": args.profile, "victim": cfg.victim, "device": str(runner.device), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "allocator": allocator_status(),
             "cpu": platform.processor() or platform.machine(), "batch": int(sample.shape[0]),
-            "points": int(sample.shape[1]), "repeats": args.repeats, "defenses": {},
+            "points": int(sample.shape[1]), "repeats": args.repeats, "overrides": list(args.overrides), "defenses": {},
         }
         for name in names:
             entry: dict[str, Any] = {}
