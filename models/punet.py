@@ -78,8 +78,8 @@ PU_LEVELS: tuple[tuple[int, float, int, tuple[int, ...]], ...] = (
 #: less than ~1e-17 to an output, and products with them are subnormal floats.
 NEGLIGIBLE_WEIGHT = 1e-20
 #: Elements of one ``[B, chunk, N]`` distance block (4 MiB float32): bounded memory at large N, and
-#: each block is searched while in cache (ball queries of 16 x 1,024 points, 2 threads: 118 -> 38 ms
-#: from 32 Mi-element blocks, with the ``nonzero`` search).
+#: each block is searched while in cache (the four levels' ball queries on 16 clouds of 1,024 points,
+#: 2 threads: 128 ms with 32 Mi-element blocks and a top-32, 45 ms with these and ``nonzero``).
 _MAX_BLOCK_ELEMENTS = 2**20
 
 
