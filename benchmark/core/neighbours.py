@@ -229,6 +229,7 @@ class ReferenceNeighbours:
             # over [B, N, m] arrays instead of a reduction over a 3-wide last dim
             self.candidate_planes = index_points(self.ref, self.candidates).permute(3, 0, 1, 2).contiguous()
             self.is_self = self.candidates == torch.arange(n, device=ref.device).view(1, n, 1)
+            self.flat_candidates = _flat_rows(self.candidates, n)  # fixed: not recomputed per query
         #: points searched in full by the last query (where the candidates did not suffice)
         self.fallbacks = 0
 
@@ -266,14 +267,14 @@ class ReferenceNeighbours:
     def knn_within(self, adv: Tensor, k: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """As ``knn(adv, k, exclude_self=True)``: ``(idx [b, N, k], dist [b, N, k])``, ascending,
         ``dist`` squared and differentiable w.r.t. ``adv`` (see :meth:`nearest_reference` for ``rows``)."""
-        ref, cand, _, radius, is_self = self._pick(rows)
+        _, cand, _, radius, is_self = self._pick(rows)
         b, n = adv.shape[:2]
         if not isinstance(k, int) or not 1 <= k <= min(n - 1, self.m - 1):
             raise ValueError(f"k must be an int in [1, {min(n - 1, self.m - 1)}] (candidates m={self.m}); got k={k}")
         with torch.no_grad():
             x = adv.detach()
             moved = self._moved(x, rows)
-            flat = (cand + (torch.arange(b, device=x.device) * n).view(b, 1, 1)).reshape(-1)
+            flat = self.flat_candidates if rows is None else _flat_rows(cand, n)
             planes = x.permute(2, 0, 1).reshape(3, b * n).index_select(1, flat).view(3, *cand.shape)
             d = _planar_sq_dists(x, planes).masked_fill_(is_self, math.inf)  # [b, N, m], not itself
             top = d.topk(k, dim=-1, largest=False, sorted=True)
@@ -293,6 +294,12 @@ class ReferenceNeighbours:
             dist, order = dist.sort(dim=-1, stable=True)
             idx = idx.gather(-1, order)
         return idx, dist
+
+
+def _flat_rows(candidates: Tensor, n: int) -> Tensor:
+    """``[b, N, m]`` indices into each cloud -> ``[b * N * m]`` rows of the flattened ``[b * n]`` points."""
+    b = candidates.shape[0]
+    return (candidates + (torch.arange(b, device=candidates.device) * n).view(b, 1, 1)).reshape(-1)
 
 
 def _planar_sq_dists(x: Tensor, planes: Tensor) -> Tensor:
