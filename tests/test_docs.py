@@ -367,3 +367,22 @@ def test_the_attack_settings_section_shows_what_each_profile_changes_from_the_re
     row = next(line for line in text.splitlines() if line.startswith("| `pgd` |"))
     assert "budget 0.08" in row and "steps 20" in row  # registered defaults
     assert row.rstrip(" |").endswith("steps 10")  # what `default` runs instead (benchmark/core/profiles/default.yaml)
+
+
+def test_the_training_stability_section_shows_each_kernel_path_and_the_spread(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    runs = [{"epochs": e, "kernel": k, "env": env, "test_accuracy": acc, "val_accuracy": 0.9, "best_epoch": e,
+             "sha256": sha, "seconds": 80.4, "val_by_epoch": [0.5, 0.9]}
+            for e, k, env, acc, sha in [(12, "default", {}, 0.55, "aaa"), (12, "avx2", {"MKL_CBWR": "AVX2"}, 0.68, "bbb"),
+                                        (30, "default", {}, 0.934, "ccc"), (30, "avx2", {"MKL_CBWR": "AVX2"}, 0.938, "ddd")]]
+    data = {"profile": "default", "model": "point-transformer-student", "cores": 2, "cpu": "x86_64", "processor": "",
+            "clip": {"sha256": "c0a6", "test_zero_shot_accuracy": 0.85}, "runs": runs,
+            "recipes": {"12": {"spread": 0.13}, "30": {"spread": 0.004}}}
+    (tmp_path / "benchmarks" / "training_stability.json").write_text(json.dumps(data))
+    (tmp_path / "README.md").write_text("<!-- begin generated: training-stability -->\n"
+                                        "<!-- end generated: training-stability -->\n")
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| 12 | default: `(machine default)` | 55.0% | 90.0% | 12 | `aaa` | 80 | 13.0 points |" in text
+    assert "| 30 | avx2: `MKL_CBWR=AVX2` | 93.8% |" in text and "0.4 points" in text
+    assert "zero-shot 85.0%" in text

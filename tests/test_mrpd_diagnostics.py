@@ -58,3 +58,12 @@ def test_bad_reference_and_orphan_sets_are_clear_errors():
         probe_table([mean_probe()], [sets[0], orphan], reference="student")
     with pytest.raises(ValueError, match=r"\[M, N, 3\]"):
         CloudSet("flat", torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+
+
+def test_a_teacher_at_chance_is_named_in_a_warning_and_a_useful_one_is_not():
+    from defenses.mrpd.training import warn_weak_teachers
+
+    with pytest.warns(RuntimeWarning, match="the point teacher is right on only 5.0%") as caught:
+        messages = warn_weak_teachers({"image": 0.91, "point": 0.05}, num_classes=40)
+    assert len(messages) == 1 and len(caught) == 1 and "chance 2.5%" in messages[0]
+    assert warn_weak_teachers({"image": 0.06, "point": 0.9}, num_classes=40) == []  # 6% is above twice chance

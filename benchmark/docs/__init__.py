@@ -3,13 +3,13 @@ never by hand.
 
 :mod:`benchmark.docs.render` holds the markers, the table of renderers and ``check_docs`` /
 ``write_docs`` (``bench docs [--check]``). The other submodules register one renderer per
-section, grouped by the page that shows it (``attacks``, ``datasets``, ``defenses``, ``mrpd``,
+section, grouped by the page that shows it (``attacks``, ``datasets``, ``defenses``, ``models``, ``mrpd``,
 ``performance``, ``paper``); importing this package registers them all. The committed results'
 leaderboard sections are registered by ``benchmark.leaderboard``.
 """
 from __future__ import annotations
 
-from benchmark.docs import attacks, datasets, defenses, mrpd, paper, performance  # noqa: F401  (register their sections)
+from benchmark.docs import attacks, datasets, defenses, models, mrpd, paper, performance  # noqa: F401  (register their sections)
 from benchmark.docs.render import (
     GENERATORS,
     SECTION,

@@ -30,6 +30,7 @@ own generator seeded ``seed + 7``).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -49,7 +50,7 @@ from defenses.mrpd.prompts import MRPDPrompts, fit_text_context
 from defenses.mrpd.teachers import teacher_diagnostics, teacher_features
 from models.clip import ClipTeacher
 
-__all__ = ["PromptTraining", "Switches", "rms_change", "selection_score", "train_prompts"]
+__all__ = ["PromptTraining", "Switches", "rms_change", "selection_score", "train_prompts", "warn_weak_teachers"]
 
 
 class Switches(Protocol):
@@ -292,7 +293,25 @@ def _teachers_on_training_clouds(switches: Switches, ctx: DefenseContext, studen
     ctx.log(f"{switches.defense_name}: teachers on the training clouds (class text bank): " + ", ".join(
         f"{k} {100 * v:.1f}% right" for k, v in diagnostics["teacher_accuracy"].items()) + "".join(
         f"; rescue {k} {100 * v:.1f}%" for k, v in diagnostics.get("rescue_rate", {}).items() if v is not None))
+    warn_weak_teachers(diagnostics["teacher_accuracy"], ctx.train.num_classes, switches.defense_name)
     return features, diagnostics
+
+
+def warn_weak_teachers(accuracy: dict[str, float], num_classes: int, name: str = "mrpd") -> list[str]:
+    """Warn (RuntimeWarning) about each teacher whose accuracy on the training clouds through the
+    student's class texts is at most twice chance: its embeddings do not live in the student's
+    CLIP space (wrong or mismatched weights), so the confidence gate passes almost none of its
+    clouds and the loss it contributes is ~0. Returns the warnings' texts."""
+    chance = 1.0 / max(num_classes, 1)
+    messages = [
+        f"{name}: the {teacher} teacher is right on only {100 * acc:.1f}% of the training clouds (chance "
+        f"{100 * chance:.1f}%), so its distillation term passes almost no cloud and teaches nothing; check its "
+        "weights (models.<name>.pretrained) and that it embeds into the student's CLIP space"
+        for teacher, acc in accuracy.items() if acc <= 2 * chance
+    ]
+    for message in messages:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return messages
 
 
 def _check_frozen(student: nn.Module) -> None:
