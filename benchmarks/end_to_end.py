@@ -310,10 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     if warm_all:
         plan.append(("warm all", args.all_defenses, user_cache))
 
+    from benchmark.cells import git_commit
+
     report: dict[str, Any] = {
         "what": "wall seconds of bench run (CLI subprocess) cold and warm; time items; attack success on none",
         "profile": args.profile, "overrides": args.overrides, "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(), "python": platform.python_version(), "goals": GOALS, "runs": {},
+        "cores": os.cpu_count(), "python": platform.python_version(), "git_commit": git_commit(ROOT),
+        "goals": GOALS, "runs": {},
     }
     try:
         for i, (label, defense, cache) in enumerate(plan):

@@ -110,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown kernel path(s) {unknown}; choose from {sorted(KERNELS)}")
     profile = ["--profile", args.profile]
+    from benchmark.cells import git_commit
+
     out: dict[str, Any] = {
         "what": f"{MODEL} trained from the same CLIP, data and seed under several CPU kernel paths",
         "profile": args.profile, "model": MODEL, "cpu": platform.machine(), "processor": platform.processor(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "runs": [], "recipes": {},
+        "git_commit": git_commit(ROOT), "runs": [], "recipes": {},
     }
     with tempfile.TemporaryDirectory(prefix="pcrb-stability-base-") as base_dir:
         base = Path(base_dir)
