@@ -14,7 +14,9 @@ test accuracy across kernel paths. Run::
 
 Every run trains in a private cache holding the same CLIP: the one of ``--cache-dir`` (default:
 the user cache) when it holds one for the profile, else one trained here first under the
-default kernel path. Writes ``benchmarks/training_stability.json`` (``--out``).
+default kernel path. With ``--retrain-clip`` each kernel path trains its own CLIP first (the
+whole chain, as on another machine; ``--out benchmarks/training_stability_chain.json`` is
+what the docs read for that). Writes ``benchmarks/training_stability.json`` (``--out``).
 """
 from __future__ import annotations
 
@@ -60,19 +62,24 @@ def default_cache() -> Path:
     return Path(default_cache_dir())
 
 
-def prepare_base(base: Path, source: Path, profile: list[str]) -> dict[str, Any]:
-    """``base`` ends holding the datasets and the trained CLIP every run starts from."""
+def prepare_base(base: Path, source: Path, profile: list[str], kernel: str | None = None) -> dict[str, Any]:
+    """``base`` ends holding the datasets and the trained CLIP every run starts from: the CLIP of
+    ``source`` (trained there under the default kernel path if missing), or with ``kernel`` one
+    trained here under that kernel path (what another machine trains)."""
     (base / "weights").mkdir(parents=True, exist_ok=True)
     if (source / "datasets").is_dir():
         shutil.copytree(source / "datasets", base / "datasets", dirs_exist_ok=True)
-    for path in (source / "weights").glob("clip-*") if (source / "weights").is_dir() else []:
-        shutil.copy2(path, base / "weights" / path.name)
+    if kernel is None and (source / "weights").is_dir():
+        for path in (source / "weights").glob("clip-*"):
+            shutil.copy2(path, base / "weights" / path.name)
     start = time.perf_counter()
-    bench(["train", "--model", "clip", *profile], base, {})  # loads the copied CLIP when its key matches
+    # loads a copied CLIP when its key matches, else trains one
+    bench(["train", "--model", "clip", *profile], base, KERNELS[kernel or "default"])
     metas = sorted((base / "weights").glob("clip-*.safetensors.json"), key=lambda p: p.stat().st_mtime)
     meta = json.loads(metas[-1].read_text())
     return {"sha256": meta["sha256"][:12], "seconds": round(time.perf_counter() - start, 1),
-            "test_zero_shot_accuracy": meta["meta"].get("test_zero_shot_accuracy")}
+            "test_zero_shot_accuracy": meta["meta"].get("test_zero_shot_accuracy"),
+            "trained_under": kernel or "default (shared by every run)"}
 
 
 def train(base: Path, epochs: int, kernel: str, profile: list[str]) -> dict[str, Any]:
@@ -102,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", default="default,avx2", help=f"comma list of {sorted(KERNELS)}")
     ap.add_argument("--profile", default="default")
     ap.add_argument("--cache-dir", default=None, help="where to take the CLIP from (default: the user cache)")
+    ap.add_argument("--retrain-clip", action="store_true",
+                    help="train the CLIP too under each kernel path (the whole chain another machine trains)")
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     args = ap.parse_args(argv)
     recipes = [int(e) for e in args.recipes.split(",")]
@@ -113,17 +122,27 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.cells import git_commit
 
     out: dict[str, Any] = {
-        "what": f"{MODEL} trained from the same CLIP, data and seed under several CPU kernel paths",
+        "what": f"{MODEL} trained from the same data and seed under several CPU kernel paths (with --retrain-clip "
+                "its CLIP retrained under each path too, else one CLIP shared)",
         "profile": args.profile, "model": MODEL, "cpu": platform.machine(), "processor": platform.processor(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "git_commit": git_commit(ROOT), "runs": [], "recipes": {},
     }
+    source = Path(args.cache_dir) if args.cache_dir else default_cache()
+    out["retrain_clip"] = args.retrain_clip
+    out["clips"] = {}
     with tempfile.TemporaryDirectory(prefix="pcrb-stability-base-") as base_dir:
-        base = Path(base_dir)
-        out["clip"] = prepare_base(base, Path(args.cache_dir) if args.cache_dir else default_cache(), profile)
+        bases: dict[str, Path] = {}
+        for kernel in kernels:
+            if args.retrain_clip or not bases:
+                bases[kernel] = Path(base_dir) / kernel
+                out["clips"][kernel] = prepare_base(bases[kernel], source, profile,
+                                                    kernel if args.retrain_clip else None)
+            else:
+                bases[kernel], out["clips"][kernel] = bases[kernels[0]], out["clips"][kernels[0]]
         for epochs in recipes:
             for kernel in kernels:
-                run = train(base, epochs, kernel, profile)
+                run = train(bases[kernel], epochs, kernel, profile)
                 out["runs"].append(run)
                 print(f"{epochs} epochs, {kernel}: test {100 * run['test_accuracy']:.1f}% "
                       f"(val {100 * run['val_accuracy']:.1f}%, best epoch {run['best_epoch']}, "

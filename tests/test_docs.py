@@ -375,14 +375,23 @@ def test_the_training_stability_section_shows_each_kernel_path_and_the_spread(tm
              "sha256": sha, "seconds": 80.4, "val_by_epoch": [0.5, 0.9]}
             for e, k, env, acc, sha in [(12, "default", {}, 0.55, "aaa"), (12, "avx2", {"MKL_CBWR": "AVX2"}, 0.68, "bbb"),
                                         (30, "default", {}, 0.934, "ccc"), (30, "avx2", {"MKL_CBWR": "AVX2"}, 0.938, "ddd")]]
-    data = {"profile": "default", "model": "point-transformer-student", "cores": 2, "cpu": "x86_64", "processor": "",
-            "clip": {"sha256": "c0a6", "test_zero_shot_accuracy": 0.85}, "runs": runs,
-            "recipes": {"12": {"spread": 0.13}, "30": {"spread": 0.004}}}
-    (tmp_path / "benchmarks" / "training_stability.json").write_text(json.dumps(data))
+    shared = {"profile": "default", "model": "point-transformer-student", "cores": 2, "cpu": "x86_64",
+              "processor": "", "clip": {"sha256": "c0a6", "test_zero_shot_accuracy": 0.85}, "runs": runs,
+              "recipes": {"12": {"spread": 0.13}, "30": {"spread": 0.004}}}
+    (tmp_path / "benchmarks" / "training_stability.json").write_text(json.dumps(shared))
     (tmp_path / "README.md").write_text("<!-- begin generated: training-stability -->\n"
                                         "<!-- end generated: training-stability -->\n")
     write_docs(tmp_path)
     text = (tmp_path / "README.md").read_text()
-    assert "| 12 | default: `(machine default)` | 55.0% | 90.0% | 12 | `aaa` | 80 | 13.0 points |" in text
-    assert "| 30 | avx2: `MKL_CBWR=AVX2` | 93.8% |" in text and "0.4 points" in text
-    assert "zero-shot 85.0%" in text
+    assert ("| 12 | default: `(machine default)` | `c0a6` (85.0%) | 55.0% | 90.0% | 12 | `aaa` | 80 | 13.0 points |"
+            in text)
+    assert "| 30 | avx2: `MKL_CBWR=AVX2` | `c0a6` (85.0%) | 93.8% |" in text and "0.4 points" in text
+    assert "with the same CLIP for every run" in text and "retrained" not in text
+    chain = {**shared, "clips": {"default": {"sha256": "c0a6", "test_zero_shot_accuracy": 0.85},
+                                 "avx2": {"sha256": "c7b6", "test_zero_shot_accuracy": 0.83}}}
+    del chain["clip"]
+    (tmp_path / "benchmarks" / "training_stability_chain.json").write_text(json.dumps(chain))
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "the CLIP retrained under each kernel path too" in text
+    assert "| 12 | avx2: `MKL_CBWR=AVX2` | `c7b6` (83.0%) | 68.0% |" in text
