@@ -64,12 +64,13 @@ def default_cache() -> Path:
 
 def prepare_base(base: Path, source: Path, profile: list[str], kernel: str | None = None) -> dict[str, Any]:
     """``base`` ends holding the datasets and the trained CLIP every run starts from: the CLIP of
-    ``source`` (trained there under the default kernel path if missing), or with ``kernel`` one
-    trained here under that kernel path (what another machine trains)."""
+    ``source`` (assumed trained under this machine's default kernel path; trained here if
+    missing), or with another ``kernel`` one trained here under that kernel path (what another
+    machine trains)."""
     (base / "weights").mkdir(parents=True, exist_ok=True)
     if (source / "datasets").is_dir():
         shutil.copytree(source / "datasets", base / "datasets", dirs_exist_ok=True)
-    if kernel is None and (source / "weights").is_dir():
+    if kernel in (None, "default") and (source / "weights").is_dir():  # the machine default: source's CLIP
         for path in (source / "weights").glob("clip-*"):
             shutil.copy2(path, base / "weights" / path.name)
     start = time.perf_counter()
