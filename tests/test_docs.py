@@ -383,8 +383,8 @@ def test_the_training_stability_section_shows_each_kernel_path_and_the_spread(tm
                                         "<!-- end generated: training-stability -->\n")
     write_docs(tmp_path)
     text = (tmp_path / "README.md").read_text()
-    assert ("| 12 | default: `(machine default)` | `c0a6` (85.0%) | 55.0% | 90.0% | 12 | `aaa` | 80 | 13.0 points |"
-            in text)
+    assert ("| 12 | default: `(machine default)` | `c0a6` (85.0%) | 55.0% | 90.0% | 50 → 90 | 12 | `aaa` | 80 "
+            "| 13.0 points |" in text)
     assert "| 30 | avx2: `MKL_CBWR=AVX2` | `c0a6` (85.0%) | 93.8% |" in text and "0.4 points" in text
     assert "with the same CLIP for every run" in text and "retrained" not in text
     chain = {**shared, "clips": {"default": {"sha256": "c0a6", "test_zero_shot_accuracy": 0.85},

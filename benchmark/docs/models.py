@@ -23,6 +23,7 @@ def _stability_table(data: dict[str, Any]) -> list[str]:
             "epochs": str(run["epochs"]), "kernel path": f"{run['kernel']}: `{env}`",
             "CLIP (zero-shot)": f"`{clip['sha256']}` ({percent(clip['test_zero_shot_accuracy'])})",
             "test accuracy": percent(run["test_accuracy"]), "validation": percent(run["val_accuracy"]),
+            "validation, last epochs": " → ".join(f"{100 * v:.0f}" for v in run.get("val_by_epoch", [])[-4:]) or "–",
             "kept epoch": str(run["best_epoch"]), "weights sha256": f"`{run['sha256']}`",
             "seconds": f"{run['seconds']:.0f}",
             "spread (test)": f"{100 * data['recipes'][str(run['epochs'])]['spread']:.1f} points",
@@ -34,7 +35,8 @@ def _stability_table(data: dict[str, Any]) -> list[str]:
 def training_stability(root: Path) -> str:
     """``benchmarks/training_stability*.json``: the student trained per recipe under each CPU kernel
     path (same data and seed; one shared CLIP, then the whole chain): its accuracies, kept epoch,
-    weights hash and the spread of its test accuracy per recipe."""
+    weights hash, validation accuracy over its last epochs and the spread of its test accuracy per
+    recipe."""
     parts = []
     for name, varies in _STABILITY_FILES:
         path = root / "benchmarks" / name
