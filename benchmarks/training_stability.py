@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default=None, help="where to take the CLIP from (default: the user cache)")
     ap.add_argument("--retrain-clip", action="store_true",
                     help="train the CLIP too under each kernel path (the whole chain another machine trains)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads of every run (default: every usable CPU). Fixed, because a thread "
+                         "count changes float rounding too, and `bench`'s automatic choice follows the load")
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     args = ap.parse_args(argv)
     recipes = [int(e) for e in args.recipes.split(",")]
@@ -119,15 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in kernels if k not in KERNELS]
     if unknown:
         ap.error(f"unknown kernel path(s) {unknown}; choose from {sorted(KERNELS)}")
-    profile = ["--profile", args.profile]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = args.threads or cores
+    profile = ["--profile", args.profile, "--threads", str(threads)]  # every bench call's common options
     from benchmark.cells import git_commit
 
     out: dict[str, Any] = {
         "what": f"{MODEL} trained from the same data and seed under several CPU kernel paths (with --retrain-clip "
                 "its CLIP retrained under each path too, else one CLIP shared)",
         "profile": args.profile, "model": MODEL, "cpu": platform.machine(), "processor": platform.processor(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "git_commit": git_commit(ROOT), "runs": [], "recipes": {},
+        "cores": cores, "threads": threads, "git_commit": git_commit(ROOT), "runs": [], "recipes": {},
     }
     source = Path(args.cache_dir) if args.cache_dir else default_cache()
     out["retrain_clip"] = args.retrain_clip
