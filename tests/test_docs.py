@@ -387,11 +387,11 @@ def test_the_training_stability_section_shows_each_kernel_path_and_the_spread(tm
             "| 13.0 points |" in text)
     assert "| 30 | avx2: `MKL_CBWR=AVX2` | `c0a6` (85.0%) | 93.8% |" in text and "0.4 points" in text
     assert "with the same CLIP for every run" in text and "retrained" not in text
-    chain = {**shared, "clips": {"default": {"sha256": "c0a6", "test_zero_shot_accuracy": 0.85},
+    chain = {**shared, "threads": 2, "clips": {"default": {"sha256": "c0a6", "test_zero_shot_accuracy": 0.85},
                                  "avx2": {"sha256": "c7b6", "test_zero_shot_accuracy": 0.83}}}
     del chain["clip"]
     (tmp_path / "benchmarks" / "training_stability_chain.json").write_text(json.dumps(chain))
     write_docs(tmp_path)
     text = (tmp_path / "README.md").read_text()
-    assert "the CLIP retrained under each kernel path too" in text
+    assert "the CLIP retrained under each kernel path too" in text and "2 cores, 2 threads each" in text
     assert "| 12 | avx2: `MKL_CBWR=AVX2` | `c7b6` (83.0%) | 68.0% |" in text

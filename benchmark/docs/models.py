@@ -43,7 +43,8 @@ def training_stability(root: Path) -> str:
         if not path.exists():
             continue
         data = json.loads(path.read_text())
-        parts += [f"From `{path.relative_to(root)}` (profile `{data['profile']}`, {data['cores']} cores, "
+        threads = f", {data['threads']} threads each" if data.get("threads") else ""
+        parts += [f"From `{path.relative_to(root)}` (profile `{data['profile']}`, {data['cores']} cores{threads}, "
                   f"{data.get('processor') or data['cpu']}): `{data['model']}` trained from the same data and "
                   f"seed with {varies}, changing only the CPU kernel path (float rounding); 'spread': largest "
                   "minus smallest test accuracy of the recipe across kernel paths.", "", *_stability_table(data), ""]
