@@ -140,23 +140,24 @@ class KNN(Attack):
         device, dtype = points.device, points.dtype
         if n < self.k + 1:
             raise ValueError(f"KNN: clouds need at least k + 1 = {self.k + 1} points; got N = {n}")
-        if normals is None:
-            normals = estimate_normals(points, k=min(self.normal_k, n))
+        points = points.detach()
+        # every point stays within `clip` of its clean position: neighbour searches over candidates
+        # found once on the clean cloud, exact (full search where the candidates do not suffice)
+        local = ReferenceNeighbours(points, m=min(n, _CANDIDATES))
+        if normals is None:  # the clean cloud's neighbourhoods are the candidates' first columns
+            k_normal = min(self.normal_k, n)
+            normals = estimate_normals(points, k=k_normal, neighbours=local.candidates if local.m >= k_normal else None)
         else:
             if normals.shape != points.shape:
                 raise ValueError(f"normals must have the shape of points {list(points.shape)}; got {list(normals.shape)}")
             normals = normals.to(device=device, dtype=dtype)
             normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        points = points.detach()
 
         noise = seeded_normal((n, 3), indices, self.seed, "knn-start", device=device, dtype=dtype)
         var = (points + noise * 1e-7).requires_grad_(True)
         opt = torch.optim.Adam([var], lr=self.lr)
 
         kept = ClosestSuccess(var, self.num_iter, early_stop=self.early_stop)
-        # every point stays within `clip` of its clean position: neighbour searches over candidates
-        # found once on the clean cloud, exact (full search where the candidates do not suffice)
-        local = ReferenceNeighbours(points, m=min(n, _CANDIDATES))
 
         def record(rows: Tensor, logits: Tensor, adv: Tensor, t: int, dist: Tensor | None = None) -> None:
             if dist is None:

@@ -296,8 +296,21 @@ class PUFeaturePropagation(nn.Module):
         self.mlp = SharedMLP([in_channels, out_channels])
 
     def forward(self, points: Tensor, centres: Tensor, features: Tensor) -> Tensor:
-        """``points [B, N, 3]``, ``centres [B, S, 3]``, ``features [B, S, C]`` -> ``[B, N, out]``."""
-        return self.mlp(three_nn_interpolate(points, centres, features))
+        """``points [B, N, 3]``, ``centres [B, S, 3]``, ``features [B, S, C]`` -> ``[B, N, out]``.
+
+        ``mlp(interpolate(features))``, computed as ``act(interpolate(W features) + b)`` for the
+        first layer: the interpolation weights of a point sum to 1, so the linear map commutes
+        with it (equal up to float rounding), and the ``[B, N, 3, C]`` gather then moves the
+        layer's ``out`` channels instead of ``C`` (C = 128 / 256 / 512 at PU-Net's levels).
+        """
+        first, *rest = self.mlp.children()
+        projected = F.linear(features, first.conv.weight.flatten(1))  # [B, S, out], no bias
+        x = three_nn_interpolate(points, centres, projected) + first.conv.bias
+        if first.activation:
+            x = F.relu(x, inplace=not x.requires_grad)
+        for layer in rest:
+            x = layer(x)
+        return x
 
 
 # --------------------------------------------------------------------------- the network

@@ -408,3 +408,34 @@ def test_reference_neighbours_answer_as_the_full_searches(move):
         assert local.fallbacks > 0  # the bound failed somewhere and the full search answered
     with pytest.raises(ValueError, match="candidates"):
         local.knn_within(adv, 16)
+
+
+@pytest.mark.parametrize("dense", [0.0, 2.0])
+def test_reference_neighbours_fallbacks_whole_cloud_or_per_point_agree(dense, monkeypatch):
+    """Points the candidates' bound cannot vouch for are searched again, per point or, when many
+    fail in a cloud, over the whole cloud; both answer as the full searches."""
+    import benchmark.core.neighbours as neighbours
+    from benchmark.core.geometry import ReferenceNeighbours
+
+    monkeypatch.setattr(neighbours, "_DENSE_FALLBACK", dense)  # 0: every failing cloud whole; 2: never
+    g = torch.Generator().manual_seed(1)
+    ref = torch.rand(4, 300, 3, generator=g) * 2 - 1
+    adv = ref + 0.2 * torch.randn(4, 300, 3, generator=g)
+    local = ReferenceNeighbours(ref, m=12)
+    idx, dist = local.knn_within(adv, 5)
+    assert local.fallbacks > 0
+    full_idx, full_dist = knn(adv, 5, exclude_self=True)
+    torch.testing.assert_close(dist, full_dist)
+    near, near_idx = local.nearest_reference(adv)
+    assert local.fallbacks > 0
+    torch.testing.assert_close(near, nearest_neighbor(adv, ref)[0])
+
+
+def test_estimate_normals_from_given_neighbours_equal_its_own_search():
+    from benchmark.core.geometry import estimate_normals
+
+    x = cloud(2, 300)
+    wide = knn(x, 24)[0]
+    assert torch.equal(estimate_normals(x, k=10, neighbours=wide), estimate_normals(x, k=10))
+    with pytest.raises(ValueError, match="neighbours"):
+        estimate_normals(x, k=10, neighbours=wide[..., :5])

@@ -259,9 +259,7 @@ class ReferenceNeighbours:
             bad = ~(2 * moved + self._SLACK < radius)
             self.fallbacks = int(bad.sum())
             if self.fallbacks:
-                clouds, points = bad.nonzero(as_tuple=True)
-                full = ((x[clouds, points].unsqueeze(1) - ref[clouds]) ** 2).sum(-1)  # [F, N]
-                idx[clouds, points] = full.min(-1).indices
+                _full_search(bad, idx.unsqueeze(-1), x, ref, 1, exclude_self=False)
         return ((adv - index_points(ref, idx)) ** 2).sum(-1), idx
 
     def knn_within(self, adv: Tensor, k: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -285,15 +283,47 @@ class ReferenceNeighbours:
             bad = ~(bound - self._SLACK >= kth)
             self.fallbacks = int(bad.sum())
             if self.fallbacks:
-                clouds, points = bad.nonzero(as_tuple=True)
-                full = ((x[clouds, points].unsqueeze(1) - x[clouds]) ** 2).sum(-1)  # [F, N]
-                full[torch.arange(len(points), device=x.device), points] = math.inf  # not itself
-                idx[clouds, points] = full.topk(k, dim=-1, largest=False, sorted=True).indices
+                _full_search(bad, idx, x, x, k, exclude_self=True)
         dist = ((adv.unsqueeze(2) - index_points(adv, idx)) ** 2).sum(-1)
         if k > 1:  # exact distances, ascending (as knn)
             dist, order = dist.sort(dim=-1, stable=True)
             idx = idx.gather(-1, order)
         return idx, dist
+
+
+#: a cloud with more than this fraction of its points failing the candidates' bound is searched
+#: whole (chunked ``cdist``) instead of point by point: the per-point rows materialise
+#: ``[F, N, 3]`` differences, which once most points fail (long runs whose moves reach the clip)
+#: cost several times the whole-cloud search
+_DENSE_FALLBACK = 1 / 16
+
+
+def _full_search(bad: Tensor, idx: Tensor, x: Tensor, ref: Tensor, k: int, *, exclude_self: bool) -> None:
+    """Overwrite ``idx[c, i]`` (``[b, N, k]``) with the exact ``k`` nearest points of ``ref[c]``
+    to ``x[c, i]`` (ascending) wherever ``bad[c, i]`` (``[b, N]`` bool); ``exclude_self``: not
+    point ``i`` itself (``ref`` is ``x``). Clouds with many bad points are searched whole."""
+    n = x.shape[1]
+    dense = bad.sum(1) > _DENSE_FALLBACK * n  # [b]
+    if bool(dense.any()):
+        rows = dense.nonzero().squeeze(1)
+        xs, refs = x[rows], ref[rows]
+        # a few more than k by cdist (rounded), then the k nearest by exact distances: the
+        # same choice as the per-point rows below
+        wide = min(k + 2, n - 1 if exclude_self else n)
+        found = _neighbour_indices(refs, xs, wide, exclude_self=exclude_self, chunk_size=None)
+        exact = ((xs.unsqueeze(2) - index_points(refs, found)) ** 2).sum(-1)
+        found = found.gather(-1, exact.topk(k, dim=-1, largest=False, sorted=True).indices)
+        keep = bad[rows].unsqueeze(-1)
+        idx[rows] = torch.where(keep, found, idx[rows])
+        bad = bad & ~dense.unsqueeze(1)
+    clouds, points = bad.nonzero(as_tuple=True)
+    if not len(points):
+        return
+    full = ((x[clouds, points].unsqueeze(1) - ref[clouds]) ** 2).sum(-1)  # [F, N]
+    if exclude_self:
+        full[torch.arange(len(points), device=x.device), points] = math.inf
+    pick = full.min(-1, keepdim=True).indices if k == 1 else full.topk(k, dim=-1, largest=False, sorted=True).indices
+    idx[clouds, points] = pick
 
 
 def _flat_rows(candidates: Tensor, n: int) -> Tensor:

@@ -186,7 +186,7 @@ def rotate(x: Tensor, rotation: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def estimate_normals(x: Tensor, k: int = 10) -> Tensor:
+def estimate_normals(x: Tensor, k: int = 10, *, neighbours: Tensor | None = None) -> Tensor:
     """Unit normals by PCA of each point's k nearest neighbours (the point included).
 
     The normal is the eigenvector of the smallest eigenvalue of the neighbourhood
@@ -198,6 +198,9 @@ def estimate_normals(x: Tensor, k: int = 10) -> Tensor:
     Args:
         x: ``[B, N, 3]`` float.
         k: neighbourhood size, ``3 <= k <= N``.
+        neighbours: ``[B, N, >= k]`` indices of each point's nearest points of ``x``, ascending,
+            the point itself first (``knn(x, m)[0]`` for some ``m >= k``), when the caller has
+            them: the first ``k`` columns are used instead of a new search.
 
     Returns:
         ``[B, N, 3]`` unit normals, same dtype as ``x``.
@@ -206,7 +209,12 @@ def estimate_normals(x: Tensor, k: int = 10) -> Tensor:
     n = x.shape[1]
     if not isinstance(k, int) or k < 3 or k > n:
         raise ValueError(f"k must be an int in [3, N = {n}] (points of x [B, N, 3]); got k={k}")
-    idx, _ = knn(x, k)
+    if neighbours is None:
+        idx, _ = knn(x, k)
+    elif neighbours.shape[:2] != x.shape[:2] or neighbours.shape[2] < k:
+        raise ValueError(f"neighbours must be [B, N, >= k] = [{x.shape[0]}, {n}, >= {k}]; got {list(neighbours.shape)}")
+    else:
+        idx = neighbours[..., :k]
     nbrs = index_points(x, idx)  # [B, N, k, 3]
     centred = nbrs - nbrs.mean(dim=2, keepdim=True)
     cov = centred.transpose(-1, -2) @ centred / k  # [B, N, 3, 3]
