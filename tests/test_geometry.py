@@ -414,7 +414,7 @@ def test_reference_neighbours_answer_as_the_full_searches(move):
 def test_reference_neighbours_fallbacks_whole_cloud_or_per_point_agree(dense, monkeypatch):
     """Points the candidates' bound cannot vouch for are searched again, per point or, when many
     fail in a cloud, over the whole cloud; both answer as the full searches."""
-    import benchmark.core.neighbours as neighbours
+    from benchmark.core import neighbours
     from benchmark.core.geometry import ReferenceNeighbours
 
     monkeypatch.setattr(neighbours, "_DENSE_FALLBACK", dense)  # 0: every failing cloud whole; 2: never
