@@ -432,3 +432,21 @@ def test_adv_mix_draws_that_share_of_each_adversarial_batch(setup, tmp_path):
     full = build_defense("mrpd")(ctx_of(setup, cache_dir=tmp_path, train_config=lambda name: cfg)).meta["history"]
     assert full[1]["adv_share"] == 1.0
     assert build_defense("mrpd").adv_mix == 1.0  # the paper: adversarial clouds only
+
+
+@pytest.mark.parametrize(("patience", "scope", "expected"), [(6, "phase", 26), (6, "run", 21), (None, "phase", 21),
+                                                             (30, "phase", 40), (6, "phase", 0)])
+def test_early_stop_gives_the_adversarial_phase_patience_epochs(patience, scope, expected):
+    """40 epochs, the last 20 adversarial: with ``patience_scope="phase"`` a best epoch in the clean
+    half cannot end the run before ``patience`` adversarial epochs have run (``"run"``: one)."""
+    from types import SimpleNamespace
+
+    from defenses.mrpd.training import PromptTraining
+
+    training = PromptTraining.__new__(PromptTraining)
+    training.switches = SimpleNamespace(patience=patience, patience_scope=scope)
+    training.clean_epochs = 20
+    adv_epochs = 0 if expected == 0 else 20
+    assert training._min_epochs(adv_epochs) == expected
+    with pytest.raises(ValueError, match="patience_scope"):
+        build_defense("mrpd", patience_scope="best")

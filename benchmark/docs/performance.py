@@ -41,7 +41,11 @@ def attack_overhead(root: Path) -> str:
         row = {"model": f"`{model}` ({entry['iterations']} iterations)"}
         for attack in attacks:
             cell = entry["attacks"].get(attack)
-            row[attack] = "–" if cell is None else f"{cell['ratio']:.2f}"
+            if cell is None:
+                row[attack] = "–"
+            else:  # an attack run at its own iteration count (knn-far) says so
+                own = cell.get("iterations", entry["iterations"])
+                row[attack] = f"{cell['ratio']:.2f}" + ("" if own == entry["iterations"] else f" ({own} iterations)")
         if "advpc" in entry["attacks"] and entry["attacks"]["advpc"].get("ratio_vs_inherent") is not None:
             row["advpc vs its two passes"] = f"{entry['attacks']['advpc']['ratio_vs_inherent']:.2f}"
         rows.append(row)
@@ -98,6 +102,40 @@ def defense_cost(root: Path) -> str:
                       f"otherwise): `if-defense` {entry['ratio']:.1f}x the victim, GFLOP ratio "
                       f"{entry.get('gflop_ratio', float('nan')):.1f}."]
     return "\n".join(lines) + "\n"
+
+
+@register_section("restoration-profile")
+def restoration_profile(root: Path) -> str:
+    """``benchmarks/restoration_profile.json``: IF-Defense's and DUP-Net's preprocessing part by
+    part, seconds per batch, share of the whole and in bare-victim passes, GFLOP."""
+    path, data = _load(root, "restoration_profile.json")
+    if data is None:
+        return _missing("restoration_profile.py")
+    victim = data["victim_seconds"]
+    rows = []
+    for name, d in data["defenses"].items():
+        if d.get("status") != "ok":
+            rows.append({"defense": f"`{name}`", "part": f"failed: {d.get('error', '')}", "calls per batch": "–",
+                         "seconds per batch": "–", "share": "–", "victim passes": "–", "GFLOP": "–"})
+            continue
+        whole = d["whole_seconds"]
+        parts = [*d["parts"], {"part": "the rest (between the parts above)", "calls": "–", "gflop": None,
+                               "total_seconds": d["other_seconds"], "within_previous": False},
+                 {"part": "**whole preprocessing**", "calls": 1, "gflop": None, "total_seconds": whole,
+                  "within_previous": False}]
+        for part in parts:
+            label = ("&nbsp;&nbsp;" if part["within_previous"] else "") + part["part"]
+            rows.append({"defense": f"`{name}`", "part": label, "calls per batch": str(part["calls"]),
+                         "seconds per batch": f"{part['total_seconds']:.3f}",
+                         "share": f"{100 * part['total_seconds'] / whole:.0f}%",
+                         "victim passes": f"{part['total_seconds'] / victim:.1f}",
+                         "GFLOP": "–" if part.get("gflop") is None else f"{part['gflop']:.1f}"})
+    intro = (f"From `{path.relative_to(root)}` (profile `{data['profile']}`, {data['threads']} threads, torch "
+             f"{data['torch']}, batch {data['batch']} x {data['points']} points, best of {data['repeats']}): seconds "
+             f"per batch of each part (one call's time x calls per batch), its share of the whole preprocessing, "
+             f"and the same in passes of the bare victim ({victim:.4f} s, {data['victim_gflop']:.1f} GFLOP per "
+             f"batch). Indented rows are inside the row above them.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
 
 
 def _command(run: dict[str, Any]) -> str:

@@ -85,8 +85,11 @@ class MRPD(ModelDefense):
             starts fitted (CoOp, cached) to the frozen student's clean training embeddings, so
             every variant, with or without the text loss, classifies with a trained head.
         patience: stop once this many epochs fail to beat the best validation score (None:
-            every epoch, the paper), never before the first adversarial epoch; the schedule
-            still spans ``epochs``.
+            every epoch, the paper); the schedule still spans ``epochs``.
+        patience_scope: ``phase``: the adversarial epochs are not cut short before ``patience``
+            of them have run (a best epoch in the clean half does not end the run at its first
+            adversarial epoch); ``run``: counted from the best epoch of the whole run, never
+            before the first adversarial epoch (the rule before 2026-12-05).
         clean_tolerance: the checkpoint kept is the epoch with the best validation robust
             accuracy among those whose validation clean accuracy is at least the undefended
             student's minus this (None: any epoch, the paper's rule); an epoch outside the
@@ -121,6 +124,7 @@ class MRPD(ModelDefense):
     adv_mix: float = fraction(1.0)
     text_init: str = choice("random", ("random", "fitted"))
     patience: int | None = count(None)
+    patience_scope: str = choice("phase", ("phase", "run"))
     clean_tolerance: float | None = fraction(None)
 
     #: ``bench ablate mrpd`` also runs this defense (MRPD without teachers) and tests every variant against it

@@ -17,8 +17,9 @@ Promises (:func:`train_prompts`, PROTOCOL.md sections 4-5):
    frozen afterwards.
 5. Selection: after each epoch the validation clouds (carved from the training split, never
    the test set) score it by :func:`selection_score`; the learned parameters end at the best
-   epoch's, and training stops after ``patience`` epochs without improvement, never before the
-   first adversarial epoch.
+   epoch's, and training stops after ``patience`` epochs without improvement, never before
+   ``patience`` adversarial epochs have run (``patience_scope="phase"``; ``"run"``: never
+   before the first one).
 6. The returned run record holds the schedule, the kept epoch, one history record per epoch
    (validation accuracies, temperatures, log-variances, prompt drift, mean losses, gate rates,
    gradient norms, seconds) and the teachers' diagnostics.
@@ -74,6 +75,7 @@ class Switches(Protocol):
     adv_mix: float
     text_init: str
     patience: int | None
+    patience_scope: str
     clean_tolerance: float | None
 
 
@@ -133,7 +135,16 @@ class PromptTraining:
         return fit(self.learned, train, self.cfg, self.step, params=params,
                    validate=self.validate if self.val is not None else None, device=self.device, seed=self.ctx.seed,
                    description=s.defense_name, progress=self.ctx.progress, log=self.ctx.log, patience=s.patience,
-                   min_epochs=self.clean_epochs + 1 if adv_epochs else 0, after_backward=self.after_backward)
+                   min_epochs=self._min_epochs(adv_epochs), after_backward=self.after_backward)
+
+    def _min_epochs(self, adv_epochs: int) -> int:
+        """Epochs before early stopping may end the run: into the adversarial phase by
+        ``patience`` epochs (``patience_scope="phase"``) or by one (``"run"``); 0 without it."""
+        if not adv_epochs:
+            return 0
+        s = self.switches
+        into = s.patience if s.patience is not None and s.patience_scope == "phase" else 1
+        return self.clean_epochs + min(into, adv_epochs)
 
     def _add(self, name: str, value: float) -> None:
         self.tally[name] = self.tally.get(name, 0.0) + value
