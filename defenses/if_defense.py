@@ -31,7 +31,9 @@ the plain mean, 2e-5 with the script's weighting); ``occupancy_weight=1`` gives 
 formula. The script runs 201 Adam steps (``range(iterations + 1)``); we run ``steps`` (200).
 Adam is written out (``torch.optim.Adam``'s update and constants) so that the adaptive attack
 can differentiate through it; the repulsion's neighbour search is refreshed every
-``knn_refresh`` (5) steps among ``knn_candidates`` (16) candidates (:func:`optimize_to_surface`).
+``knn_refresh`` (5) steps among ``knn_candidates`` (16) candidates (:func:`optimize_to_surface`:
+an approximation of the reference's exact search at every step, close but not identical;
+``knn_refresh=1`` is exact at about twice the cost).
 
 Randomised (the encoded subset, the initial points and their noise come from the
 defense's generator), so an adaptive attacker averages ``eot`` draws (EOT).

@@ -130,8 +130,12 @@ def optimize_to_surface(
         knn_refresh, knn_candidates: every ``knn_refresh`` steps, each point's
             ``knn_candidates`` nearest other points are found; in between, its repulsion
             neighbours are the nearest among those (exact while a point's true neighbours
-            stay among them: Adam moves a coordinate by about ``lr`` per step). The full
-            search at every step (``knn_refresh=1``) costs as much as the network.
+            stay among them: Adam moves a coordinate by about ``lr`` per step). Not always
+            exact: in the first steps, where the repulsion spreads the initial points fastest,
+            measured on 16 default-profile test clouds, 14-43 of their 16,384 points had another
+            neighbour set than the full search at some steps, and the restored clouds differed
+            from ``knn_refresh=1`` by up to 0.035 (cube units). The full search at every step
+            (``knn_refresh=1``) is exact and about doubles the restoration's time.
         objective: keyword arguments of :func:`surface_objective`.
 
     Returns:
