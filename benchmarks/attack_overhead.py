@@ -132,26 +132,25 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"CPU, {torch.get_num_threads()} threads, batch {args.batch} x {args.points} points, best of "
           f"{args.repeats}; {allocator_status()}", flush=True)
-    all_names = names
     for model_name in [m.strip() for m in args.models.split(",") if m.strip()]:
         model = build(model_name)
         student = model_name.startswith("point-transformer")
         iters = args.iters if student else args.dgcnn_iters
         # knn-far's many iterations on DGCNN (~25x the student's pass) would take most of the run
-        names = [n for n in all_names if student or n != "knn-far"]
+        run = [n for n in names if student or n != "knn-far"]
         model_pass(model)  # warm-up
         model_pass(model, through_ae=True)
-        steps = {name: args.far_iters if name == "knn-far" else iters for name in names}
-        for name in names:  # warm-up: first-call allocations, lazy imports
+        steps = {name: args.far_iters if name == "knn-far" else iters for name in run}
+        for name in run:  # warm-up: first-call allocations, lazy imports
             run_attack(name, model, 2)
         passes, ae_passes = [], []
-        walls: dict[str, list[float]] = {n: [] for n in names}
-        algos: dict[str, list[float]] = {n: [] for n in names}
+        walls: dict[str, list[float]] = {n: [] for n in run}
+        algos: dict[str, list[float]] = {n: [] for n in run}
         for _ in range(args.repeats):
             passes.append(min(model_pass(model) for _ in range(3)))
-            if "advpc" in names:
+            if "advpc" in run:
                 ae_passes.append(min(model_pass(model, through_ae=True) for _ in range(3)))
-            for name in names:
+            for name in run:
                 wall, algo = run_attack(name, model, steps[name])
                 walls[name].append(wall)
                 algos[name].append(algo)
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{model_name}: one forward+backward {1000 * one:.1f} ms (spread {100 * entry['pass_spread']:.0f}%), "
               f"{iters} iterations per attack", flush=True)
         print(f"  {'attack':7s} {'wall s':>8s} {'ratio':>7s} {'algo':>7s} {'spread':>7s}  note")
-        for name in names:
+        for name in run:
             best, best_algo = min(walls[name]), min(algos[name])
             row = {"wall_seconds": best, "algo_seconds": best_algo, "ratio": best / (steps[name] * one),
                    "algo_ratio": best_algo / (steps[name] * one), "spread": max(walls[name]) / best - 1,

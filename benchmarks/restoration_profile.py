@@ -60,9 +60,9 @@ def if_defense_parts(restoration: Any, points: Any) -> list[tuple[str, int, Call
     """``(part, calls per batch, fn)`` of IF-Defense's restoration of ``points [B, N, 3]``."""
     import torch
 
-    from benchmark.core.geometry import knn_indices
+    from benchmark.core.geometry import index_points, knn_indices
     from defenses.sor import sor_mask
-    from defenses.surface import fit_to_cube, repulsion_loss
+    from defenses.surface import fit_to_cube, repulsion_loss, surface_objective
 
     cfg, network = restoration.config, restoration.network
     mask = sor_mask(points, cfg.sor_k, cfg.sor_alpha, squared=True)
@@ -71,18 +71,17 @@ def if_defense_parts(restoration: Any, points: Any) -> list[tuple[str, int, Call
     planes = network.encode(encoded)
     g = torch.Generator().manual_seed(0)
     idx = torch.multinomial(mask.float(), cfg.num_points, replacement=True, generator=g)
-    query = torch.gather(cube, 1, idx.unsqueeze(-1).expand(-1, -1, 3)).contiguous()
+    query = index_points(cube, idx)
     width = min(max(cfg.knn_candidates, cfg.repulsion_k), cfg.num_points - 1)
     candidates = knn_indices(query, width, exclude_self=True)
     weight = float(cfg.num_points if cfg.occupancy_weight is None else cfg.occupancy_weight)
 
-    def decoder_step() -> Any:
+    def decoder_step() -> Any:  # the restoration's objective without its repulsion term
         with torch.enable_grad():
             p = query.detach().requires_grad_(True)
-            logits = network.decode(p, planes)
-            loss = weight * torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, torch.full_like(logits, cfg.threshold), reduction="none").mean(1).sum()
-            return torch.autograd.grad(loss, p)[0]
+            loss = surface_objective(p, lambda q: network.decode(q, planes), threshold=cfg.threshold,
+                                     occupancy_weight=weight, repulsion_weight=0.0)
+            return torch.autograd.grad(loss.sum(), p)[0]
 
     def repulsion_step() -> Any:
         with torch.enable_grad():
