@@ -273,6 +273,31 @@ def _describe(events: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def merge_reports(path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the runs of the JSON at ``path`` that it does not have (a partial re-measurement).
+
+    Every run says which commit measured it (``git_commit``; a kept run from an older file without
+    one gets the file's); the top-level ``git_commit`` is this invocation's. Raises ``SystemExit``
+    when the old file was measured with another profile or other overrides.
+    """
+    if not path.exists():
+        return report
+    old = json.loads(path.read_text())
+    for key in ("profile", "overrides"):
+        if old.get(key) != report.get(key):
+            raise SystemExit(f"--merge: {path} was measured with {key} {old.get(key)!r}, this run with "
+                             f"{report.get(key)!r}; write to another --out")
+    kept = {label: {"git_commit": old.get("git_commit"), **run}
+            for label, run in old.get("runs", {}).items() if label not in report["runs"]}
+    if kept:
+        report["runs"] = {**kept, **report["runs"]}
+        report["how"] = (f"runs {', '.join(sorted(kept))} kept from the previous file (--merge); each run's "
+                         "git_commit and launched say when and at which commit it was measured")
+    if "success_none" not in report and "success_none" in old:
+        report["success_none"] = old["success_none"]
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
@@ -291,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=8, help="biggest time items shown per run")
     ap.add_argument("--quiet", action="store_true", help="do not echo the runs' output (stderr)")
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the runs of the existing --out that this invocation does not measure (each run "
+                         "records its own commit and launch time)")
     args = ap.parse_args(argv)
 
     warm, warm_all = args.warm, args.warm_all
@@ -324,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             run = bench_run(label, defense, profile=args.profile, out_dir=out_dir, cache_dir=cache,
                             overrides=args.overrides, echo=not args.quiet, timeout=args.timeout)
             try:
-                report["runs"][label] = analyse(run)
+                report["runs"][label] = {**analyse(run), "git_commit": report["git_commit"]}
             except Exception as err:  # noqa: BLE001 - keep the measured wall time whatever the analysis does
                 run.pop("_launched", None)
                 report["runs"][label] = {**run, "error": f"analysis failed: {type(err).__name__}: {err}"}
@@ -382,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         run["events"] = [e for e in run["events"] if e["kind"] != "cached"]
         for it in run.get("items", []):
             it["events"] = _describe(it["events"])
+    if args.merge:
+        report = merge_reports(Path(args.out), report)
     Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")
     print(f"\nwrote {args.out}")
     return 0

@@ -308,11 +308,14 @@ def test_the_end_to_end_section_shows_each_run_against_its_goal_and_its_biggest_
            "goal": {"seconds": 180, "met": True}}
     _write(tmp_path, "benchmarks/end_to_end.json", {
         "profile": "default", "cores": 2, "goals": {"cold_seconds": 1800, "warm_seconds": 180},
+        "git_commit": "0123456789ab",
         "runs": {"warm mrpd": run, "cold mrpd": {**run, "wall_seconds": 2000.0, "goal": {"seconds": 1800, "met": False},
-                                                 "items": []}}})
+                                                 "items": [], "git_commit": "fedcba987654",
+                                                 "launched": "2026-12-05T02:54:46+00:00"}}})
     text = _section(tmp_path, "end-to-end")
-    assert "| warm mrpd | `bench run --defense mrpd --attack all` | 256 | 24 | 20.6 | <= 180 | yes | – |" in text
-    assert "| cold mrpd |" in text and "| 2000.0 | <= 1800 | no |" in text
+    assert "| warm mrpd | `bench run --defense mrpd --attack all` | 256 | 24 | 20.6 | <= 180 | yes | `0123456` | – |" \
+        in text  # a run without its own commit was measured at the file's
+    assert "| cold mrpd |" in text and "| 2000.0 | <= 1800 | no | 2026-12-05 at `fedcba9` |" in text
     assert "| warm mrpd | attack a4 | 4 |" in text and "attack a1 |" not in text  # the three biggest only
 
 

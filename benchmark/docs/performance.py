@@ -146,6 +146,14 @@ def _command(run: dict[str, Any]) -> str:
     return "`bench " + " ".join(w for w in words if w != "--no-progress") + "`"
 
 
+def _measured(run: dict, data: dict) -> str:
+    """``"2026-12-05 at abc1234"``: a run's launch date and the commit that measured it (a run without
+    its own commit was measured at the file's)."""
+    commit = str(run.get("git_commit") or data.get("git_commit") or "")[:7]
+    date = str(run.get("launched") or "")[:10]
+    return " at ".join(part for part in (date, f"`{commit}`" if commit else "") if part) or "–"
+
+
 @register_section("end-to-end")
 def end_to_end(root: Path) -> str:
     """``benchmarks/end_to_end.json``: wall seconds of whole `bench run` commands, cold (empty
@@ -167,7 +175,8 @@ def end_to_end(root: Path) -> str:
         rows.append({"run": label, "command": _command(run), "test clouds": str(run.get("test_clouds", "–")),
                      "cells": str(run.get("cells", "–")), "wall seconds": f"{run['wall_seconds']:.1f}",
                      "goal (s)": "–" if goal is None else f"<= {goal}",
-                     "met": "–" if met is None else ("yes" if met else "no"), "notes": "; ".join(notes) or "–"})
+                     "met": "–" if met is None else ("yes" if met else "no"),
+                     "measured": _measured(run, data), "notes": "; ".join(notes) or "–"})
         for item in sorted(run.get("items") or [], key=lambda i: -i["seconds"])[:3]:
             items.append({"run": label, "item": item["item"], "seconds": f"{item['seconds']:.0f}"})
     intro = (f"From `{path.relative_to(root)}` (profile `{data['profile']}`, {data.get('cores', '?')} cores): "

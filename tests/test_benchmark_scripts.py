@@ -1,0 +1,49 @@
+"""The on-demand benchmark scripts' pure helpers (the scripts themselves are run by hand, not in tests)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_end_to_end_merge_keeps_the_runs_not_measured_again_with_their_own_commit(tmp_path):
+    merge = _script("end_to_end").merge_reports
+    old = {"profile": "default", "overrides": [], "git_commit": "aaaa", "success_none": {"run": "warm all"},
+           "runs": {"cold mrpd": {"wall_seconds": 1500.0}, "warm all": {"wall_seconds": 760.0, "git_commit": "bbbb"}}}
+    path = tmp_path / "end_to_end.json"
+    path.write_text(json.dumps(old))
+    new = {"profile": "default", "overrides": [], "git_commit": "cccc",
+           "runs": {"warm all": {"wall_seconds": 738.0, "git_commit": "cccc"}}}
+    merged = merge(path, new)
+    assert merged["runs"]["warm all"] == {"wall_seconds": 738.0, "git_commit": "cccc"}  # re-measured: replaced
+    assert merged["runs"]["cold mrpd"] == {"wall_seconds": 1500.0, "git_commit": "aaaa"}  # kept, with the file's commit
+    assert "cold mrpd" in merged["how"] and merged["success_none"] == {"run": "warm all"}
+    assert merge(tmp_path / "missing.json", new) is new
+
+
+def test_end_to_end_merge_refuses_another_profile(tmp_path):
+    path = tmp_path / "end_to_end.json"
+    path.write_text(json.dumps({"profile": "paper", "overrides": [], "runs": {}}))
+    with pytest.raises(SystemExit, match="profile"):
+        _script("end_to_end").merge_reports(path, {"profile": "default", "overrides": [], "runs": {}})
+
+
+def test_mrpd_selection_candidates_spell_out_their_adversarial_half():
+    """A candidate must mean the same recipe whatever the profile currently chooses."""
+    candidates = _script("mrpd_selection").CANDIDATES
+    for name, overrides in candidates.items():
+        keys = {o.split("=", 1)[0].removeprefix("defenses.mrpd.") for o in overrides}
+        assert {"adv_attack", "adv_targeted", "adv_budget", "adv_mix"} <= keys, name
+    assert "defenses.mrpd.adv_targeted=null" in candidates["paper pgd (targeted 0.08)"]
