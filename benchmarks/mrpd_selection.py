@@ -35,19 +35,28 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+#: The adversarial half of each candidate, spelled out in full so a candidate means the same recipe
+#: whatever the profile's own choice is (the profile is edited to the chosen one afterwards).
+_PAPER_PGD = ["defenses.mrpd.adv_attack=pgd", "defenses.mrpd.adv_targeted=null", "defenses.mrpd.adv_budget=null",
+              "defenses.mrpd.adv_mix=1.0"]
+
+
+def _untargeted(attack: str, mix: float = 1.0) -> list[str]:
+    return [f"defenses.mrpd.adv_attack={attack}", "defenses.mrpd.adv_targeted=false",
+            "defenses.mrpd.adv_budget=0.32", f"defenses.mrpd.adv_mix={mix}"]
+
+
 #: candidate -> ``--set`` overrides on top of the profile (for MRPD only)
 CANDIDATES: dict[str, list[str]] = {
     "paper optimiser (lr 1e-3, 10 epochs, no early stop, random text context)": [
         "training.mrpd.lr=1.0e-3", "training.mrpd.epochs=10", "defenses.mrpd.patience=null",
-        "defenses.mrpd.text_init=random", "defenses.mrpd.clean_tolerance=null"],
-    "paper pgd (targeted 0.08)": [],
-    "pgd untargeted 0.32": ["defenses.mrpd.adv_targeted=false", "defenses.mrpd.adv_budget=0.32"],
-    "apgd untargeted 0.32": ["defenses.mrpd.adv_attack=apgd", "defenses.mrpd.adv_budget=0.32"],
+        "defenses.mrpd.text_init=random", "defenses.mrpd.clean_tolerance=null", *_PAPER_PGD],
+    "paper pgd (targeted 0.08)": _PAPER_PGD,
+    "pgd untargeted 0.32": _untargeted("pgd"),
+    "apgd untargeted 0.32": _untargeted("apgd"),
     # the adversarial half on half-adversarial batches (the rest clean): keeps clean accuracy in reach
-    "pgd untargeted 0.32 mix 0.5": ["defenses.mrpd.adv_targeted=false", "defenses.mrpd.adv_budget=0.32",
-                                     "defenses.mrpd.adv_mix=0.5"],
-    "apgd untargeted 0.32 mix 0.5": ["defenses.mrpd.adv_attack=apgd", "defenses.mrpd.adv_budget=0.32",
-                                      "defenses.mrpd.adv_mix=0.5"],
+    "pgd untargeted 0.32 mix 0.5": _untargeted("pgd", 0.5),
+    "apgd untargeted 0.32 mix 0.5": _untargeted("apgd", 0.5),
 }
 
 #: the validation attack sets every candidate is scored on: name -> (attack, overrides)
@@ -83,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown candidate(s) {unknown}; choose from: {list(CANDIDATES)}")
     reference: dict[str, float] = {}
+    student_weights = report.get("student_weights_sha256")
     for name in chosen_names:
         cfg = resolve_config(args.profile, None, CANDIDATES[name], {"defense": "mrpd", "attack": "clean"})
         populate_registries(cfg.plugins)
@@ -112,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         if not reference:
             student = runner.victim.model.eval()
             reference = {k: accuracy(student, v) for k, v in sets.items()}
+            if student_weights != runner.victim.weights_hash:
+                stale = [k for k in results if k not in chosen_names]
+                if stale:
+                    print(f"dropping {len(stale)} candidate(s) of {out} scored against another student "
+                          f"({student_weights or 'unrecorded'}): {stale}", flush=True)
+                results = {k: v for k, v in results.items() if k in chosen_names}
+            student_weights = runner.victim.weights_hash
         acc = {k: accuracy(model, v) for k, v in sets.items()}
         history = meta.get("history") or []
         best = history[meta["best_epoch"]] if history and meta.get("best_epoch", -1) >= 0 else {}
@@ -133,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             f"epochs {r['epochs_run']} (best {r['best_epoch']}), {r['train_seconds']:.0f} s", flush=True)
         report = {"what": "MRPD recipe candidates scored on held-out training clouds (validation split)",
                   "profile": args.profile, "tolerance": args.tolerance, "n_val": int(len(val_idx)),
-                  "student": reference, "candidates": results, "torch": torch.__version__,
+                  "student": reference, "student_weights_sha256": student_weights, "candidates": results, "torch": torch.__version__,
                   "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
         out.write_text(json.dumps(report, indent=1) + "\n")  # after every candidate: nothing finished is lost
     floor = report["student"]["clean"] - args.tolerance

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:32s} {100 * wrong:12.1f}% | " + " | ".join(cells))
     report = {
         "what": "candidate attacks for MRPD's adversarial half, crafted against the student on training clouds",
-        "profile": args.profile, "training_clouds": n, "views": args.views, "torch": torch.__version__,
+        "profile": args.profile, "student_weights_sha256": runner.victim.weights_hash,
+        "point_teacher": mrpd.point_teacher, "training_clouds": n, "views": args.views, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "device": str(runner.device), "candidates": crafted, "rows": rows,
     }

@@ -29,6 +29,11 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}"
 
 
+def _weights(sha: str | None) -> str:
+    """`` (weights `abcdef12`)`` for a recorded weights hash, else nothing (files older than the record)."""
+    return f" (weights `{sha[:8]}`)" if sha else ""
+
+
 @register_section("selection-mrpd")
 def selection_mrpd(root: Path) -> str:
     """The candidates of ``benchmarks/mrpd_selection.json``: validation accuracy, convergence, teachers."""
@@ -52,7 +57,7 @@ def selection_mrpd(root: Path) -> str:
     intro = (
         f"From `{path.relative_to(root)}`: {data['n_val']} validation clouds carved from the training split; accuracy "
         "in percent on the clean clouds and on three training attacks' examples crafted against the undefended "
-        f"student; the rule keeps clean accuracy within {100 * data['tolerance']:.0f} points of the student's and "
+        f"student{_weights(data.get('student_weights_sha256'))}; the rule keeps clean accuracy within {100 * data['tolerance']:.0f} points of the student's and "
         "maximises the mean robust accuracy (chosen in bold). 'epochs (kept)': epochs run and the one kept; "
         "'prompt drift': RMS distance of the point prompts from their start at the kept epoch; 'fools (train)': "
         "share of training clouds the candidate's training attack fools; 'rescue': of the student's errors on "
