@@ -25,7 +25,7 @@ from benchmark.core.params import Ablation
 
 __all__ = ["Ablation", "ablation_dir", "ablation_markdown", "ablation_summary", "column_name", "format_p",
            "mechanism_markdown",
-           "per_cloud", "variants_of"]
+           "per_cloud", "same_as_full", "variants_of"]
 
 
 def variants_of(defense: str, select: Sequence[str] | None = None) -> dict[str, Ablation]:
@@ -49,6 +49,14 @@ def variants_of(defense: str, select: Sequence[str] | None = None) -> dict[str, 
         raise ValueError(f"unknown {defense} ablation(s) {unknown}; choose from: {', '.join(declared)}")
     full = next(iter(declared))
     return {k: v for k, v in declared.items() if k == full or k in select}
+
+
+def same_as_full(params: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The variants whose parameters equal the full method's (``params``: variant -> the built
+    defense's ``params()``, the full method first): under this run's settings they change nothing,
+    e.g. ``adv-mix-0.5`` where the profile already sets ``adv_mix: 0.5``."""
+    full, *others = params
+    return [name for name in others if dict(params[name]) == dict(params[full])]
 
 
 def column_name(defense: str, variant: str, full: str) -> str:

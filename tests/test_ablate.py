@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 import defenses  # noqa: F401  (registers the defenses)
-from benchmark.ablate import Ablation, ablation_markdown, ablation_summary, column_name, mechanism_markdown, variants_of
+from benchmark.ablate import (
+    Ablation,
+    ablation_markdown,
+    ablation_summary,
+    column_name,
+    mechanism_markdown,
+    same_as_full,
+    variants_of,
+)
 from benchmark.cli import main
 from benchmark.store import encode_outcomes
 
@@ -125,3 +133,12 @@ def test_a_run_wide_setting_labels_no_column():
     mixed = pd.concat([_rows(), rows.iloc[:1]])  # one differing label: variants stay apart
     from benchmark.ablate import run_wide
     assert run_wide(mixed)[1] == ""
+
+
+def test_a_variant_the_run_already_applies_is_recognised_as_the_full_method():
+    from defenses import build_defense
+
+    variants = variants_of("mrpd", ["adv-mix-0.5", "no-gate"])
+    for base, expected in (({}, []), ({"adv_mix": 0.5}, ["adv-mix-0.5"])):
+        params = {name: build_defense("mrpd", **{**base, **dict(a.changes)}).params() for name, a in variants.items()}
+        assert same_as_full(params) == expected

@@ -59,7 +59,7 @@ def ablate(defense: str, cfg: RunConfig, *, variants: Sequence[str] | None = Non
     ``<cfg.out_dir>/ablations/<defense>/<dataset>.csv``, the table to ``ablation.md`` beside them."""
     import torch
 
-    from benchmark.ablate import ablation_dir, ablation_markdown, column_name, mechanism_markdown
+    from benchmark.ablate import ablation_dir, ablation_markdown, column_name, mechanism_markdown, same_as_full
     from benchmark.core.registry import DEFENSES
     from benchmark.runner import Runner, check_names
     from defenses import build_defense
@@ -72,15 +72,22 @@ def ablate(defense: str, cfg: RunConfig, *, variants: Sequence[str] | None = Non
     check_names(cfg)
     base = dict(cfg.defenses.get(defense) or {})
     full = next(iter(declared))
-    extra = {}
-    for variant, ablation in declared.items():
-        one = build_defense(defense, **{**base, **dict(ablation.changes)})
-        one.registry_name = column_name(defense, variant, full)
-        extra[one.registry_name] = one
+    built = {variant: build_defense(defense, **{**base, **dict(ablation.changes)})
+             for variant, ablation in declared.items()}
     if console is None:
         from rich.console import Console
 
         console = Console(stderr=True)
+    redundant = same_as_full({variant: one.params() for variant, one in built.items()})
+    if redundant:
+        console.print(f"[yellow]skipped {', '.join(redundant)}: the same parameters as the full method under "
+                      "this run's settings[/]")
+        declared = {k: v for k, v in declared.items() if k not in redundant}
+    extra = {}
+    for variant in declared:
+        one = built[variant]
+        one.registry_name = column_name(defense, variant, full)
+        extra[one.registry_name] = one
     console.print(f"[bold]bench ablate {defense}[/] {len(declared)} variants, profile={cfg.profile} "
                   f"dataset={cfg.dataset.name} config={cfg.hash()}")
     torch.manual_seed(cfg.seed)
