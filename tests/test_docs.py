@@ -359,10 +359,14 @@ def test_the_defense_training_section_takes_each_defense_from_the_newest_run_tha
 
     trained = {"seconds": 124.3, "cached": False, "epochs": 1, "iou": 0.527, "iou_all_inside": 0.048, "iou_clouds": 32}
     _write(tmp_path, "results/runs/20260101T000000Z-aaaaaa.json", record(trained))
-    _write(tmp_path, "results/runs/20260102T000000Z-bbbbbb.json", record({**trained, "cached": True}))  # loaded: skipped
+    _write(tmp_path, "results/runs/20260102T000000Z-bbbbbb.json", record({**trained, "cached": True}))  # its training run
     text = _section(tmp_path, "defense-training")
     assert "| `if-defense` | `20260101T000000Z-aaaaaa.json` (default) | 124 | 1 | – | – | occupancy IoU 0.53 on 32" in text
     assert "`none`" not in text
+    # the newest run used a model trained elsewhere (not in a committed run): that model, cited by the run that loaded it
+    _write(tmp_path, "results/runs/20260103T000000Z-cccccc.json", record({**trained, "cached": True, "seconds": 99.0}))
+    text = _section(tmp_path, "defense-training")
+    assert "| `if-defense` | `20260103T000000Z-cccccc.json` (default, loaded from the cache) | 99 | 1 |" in text
 
 
 def test_the_attack_settings_section_shows_what_each_profile_changes_from_the_registered_defaults(tmp_path):
