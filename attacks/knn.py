@@ -159,9 +159,7 @@ class KNN(Attack):
 
         kept = ClosestSuccess(var, self.num_iter, early_stop=self.early_stop)
 
-        def record(rows: Tensor, logits: Tensor, adv: Tensor, t: int, dist: Tensor | None = None) -> None:
-            if dist is None:
-                dist = chamfer_distance(adv, points[rows], mode="adv2ori")
+        def record(rows: Tensor, logits: Tensor, adv: Tensor, t: int, dist: Tensor) -> None:
             kept.record(rows, adv, dist, logits.argmax(dim=1) == targets[rows], t)
 
         for t in range(self.num_iter):
@@ -193,6 +191,8 @@ class KNN(Attack):
         last = var.detach().clone()
         rows = kept.active()
         if rows.numel():
+            subset = None if rows.numel() == batch else rows
             with torch.no_grad():
-                record(rows, model(last[rows]), last[rows], self.num_iter)
+                adv = last if subset is None else last[rows]
+                record(rows, model(adv), adv, self.num_iter, local.nearest_reference(adv, subset)[0].mean(dim=1))
         return kept.result(last)

@@ -380,17 +380,19 @@ def test_estimate_normals_rejects_k_below_three():
         estimate_normals(cloud(1, 10), k=2)
 
 
+@pytest.mark.parametrize("near", [6, 16])
 @pytest.mark.parametrize("move", [0.0, 0.02, 0.3])
-def test_reference_neighbours_answer_as_the_full_searches(move):
+def test_reference_neighbours_answer_as_the_full_searches(move, near):
     """Candidate searches equal nearest_neighbor / knn (values and gradients), also where large
-    moves send points to the full search."""
+    moves send points to the wide tier or the full search (``near`` 6: two tiers; 16: one)."""
     from benchmark.core.geometry import ReferenceNeighbours
 
     g = torch.Generator().manual_seed(0)
     ref = torch.rand(3, 200, 3, generator=g) * 2 - 1
     step = torch.randn(3, 200, 3, generator=g)
     adv = (ref + move * step / step.norm(dim=-1, keepdim=True) * torch.rand(3, 200, 1, generator=g))
-    local = ReferenceNeighbours(ref, m=16)
+    local = ReferenceNeighbours(ref, m=16, near=near)
+    assert len(local.tiers) == (2 if near < 16 else 1)
     a = adv.clone().requires_grad_(True)
     b = adv.clone().requires_grad_(True)
     d_local = local.nearest_reference(a)[0]
@@ -408,6 +410,34 @@ def test_reference_neighbours_answer_as_the_full_searches(move):
         assert local.fallbacks > 0  # the bound failed somewhere and the full search answered
     with pytest.raises(ValueError, match="candidates"):
         local.knn_within(adv, 16)
+
+
+def test_reference_neighbours_tiers_widen_once_the_near_candidates_stop_sufficing():
+    """Small moves: the near tier answers every point. Once over a quarter of the points fail
+    its bound, that kind of query starts at the wide tier; every answer equals the full
+    search's, before and after, for all clouds and for a subset of them."""
+    from benchmark.core.geometry import ReferenceNeighbours
+
+    g = torch.Generator().manual_seed(2)
+    ref = torch.rand(2, 400, 3, generator=g) * 2 - 1
+    local = ReferenceNeighbours(ref, m=32, near=8)
+    direction = torch.randn(2, 400, 3, generator=g)
+    direction = direction / direction.norm(dim=-1, keepdim=True)
+    starts = []
+    for move in (1e-4, 1e-4, 0.05, 0.05):
+        adv = ref + move * direction
+        torch.testing.assert_close(local.knn_within(adv, 4)[1], knn(adv, 4, exclude_self=True)[1])
+        torch.testing.assert_close(local.nearest_reference(adv)[0], nearest_neighbor(adv, ref)[0])
+        rows = torch.tensor([1])
+        torch.testing.assert_close(local.knn_within(adv[rows], 4, rows)[1], knn(adv[rows], 4, exclude_self=True)[1])
+        torch.testing.assert_close(local.nearest_reference(adv[rows], rows)[0], nearest_neighbor(adv[rows], ref[rows])[0])
+        starts.append(dict(local._start))
+    assert starts[0] == starts[1] == {"nearest": 0, "knn": 0}  # the near tier sufficed
+    assert starts[-1]["knn"] == 1  # moves of 0.05 against 8 candidates: the knn queries start wide
+    with pytest.raises(ValueError, match="candidates"):
+        local.knn_within(ref, 32)
+    # k above the near tier's width: answered from the wide tier directly
+    torch.testing.assert_close(local.knn_within(ref, 12)[1], knn(ref, 12, exclude_self=True)[1])
 
 
 @pytest.mark.parametrize("dense", [0.0, 2.0])

@@ -10,6 +10,7 @@ Floor 0: imports torch and ``benchmark.core.points`` only.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -196,6 +197,37 @@ def nearest_neighbor(a: Tensor, b: Tensor, *, chunk_size: int | None = None) -> 
     return dist, idx
 
 
+class _Tier(NamedTuple):
+    """The first ``w`` candidates of every reference point (nearest first) and what the
+    searches over them need: ``candidates [B, N, w]``, their coordinates one plane per axis
+    ``planes [3, B, N, w]`` (distances are three element-wise passes instead of a reduction
+    over a 3-wide last dim), ``radius [B, N]`` (no reference point outside them is nearer the
+    point's own reference position), ``is_self [B, N, w]`` and ``flat [B * N * w]`` (rows of
+    the flattened ``[B * N]`` points: fixed, not recomputed per query)."""
+
+    candidates: Tensor
+    planes: Tensor
+    radius: Tensor
+    is_self: Tensor
+    flat: Tensor
+
+    @classmethod
+    def of(cls, ref: Tensor, candidates: Tensor, sq_dist: Tensor) -> _Tier:
+        n, w = ref.shape[1], candidates.shape[-1]
+        radius = sq_dist[..., -1].sqrt() if w < n else torch.full_like(sq_dist[..., -1], math.inf)
+        planes = index_points(ref, candidates).permute(3, 0, 1, 2).contiguous()
+        is_self = candidates == torch.arange(n, device=ref.device).view(1, n, 1)
+        return cls(candidates, planes, radius, is_self, _flat_rows(candidates, n))
+
+    def rows(self, rows: Tensor | None) -> _Tier:
+        """The tier of the clouds ``rows`` (None: all)."""
+        if rows is None:
+            return self
+        n = self.candidates.shape[1]
+        candidates = self.candidates[rows]
+        return _Tier(candidates, self.planes[:, rows], self.radius[rows], self.is_self[rows], _flat_rows(candidates, n))
+
+
 class ReferenceNeighbours:
     """Exact neighbour queries about clouds whose points stay near those of a fixed reference.
 
@@ -205,31 +237,38 @@ class ReferenceNeighbours:
     ``N x N`` search each time, each point keeps the ``m`` reference points nearest its own
     reference position (found once); the answer from those candidates is provably the full
     search's when the moves are small against the candidates' radius (triangle inequality),
-    and the points where that bound fails are searched in full. Results equal
-    :func:`nearest_neighbor` / :func:`knn` up to the order of exact ties.
+    and the points where that bound fails are searched in full. Each query first searches the
+    ``near`` nearest candidates alone (a quarter of the work while the moves are small) and
+    all ``m`` only for the points where the near ones' bound fails; once over a quarter of the
+    points fail it, the later queries of that kind search all ``m`` at once. Results equal
+    :func:`nearest_neighbor` / :func:`knn` up to the order of exact ties, whichever tier answers.
 
     Args:
         ref: ``[B, N, 3]`` the reference (clean) clouds.
         m: candidates per point (capped at ``N``).
+        near: candidates of the first tier (capped at ``m``; ``near >= m``: one tier).
     """
 
     #: absolute slack on the bounds, for float rounding in the distances
     _SLACK = 1e-5
+    #: share of points failing the near tier's bound after which a kind of query starts wide
+    _WIDEN = 0.25
 
-    def __init__(self, ref: Tensor, m: int = 64) -> None:
+    def __init__(self, ref: Tensor, m: int = 64, near: int = 16) -> None:
         _check_cloud("ref", ref)
         self.ref = ref.detach()
         n = ref.shape[1]
         self.m = max(1, min(int(m), n))
+        self.near = max(1, min(int(near), self.m))
         with torch.no_grad():
             self.candidates, dist = knn(self.ref, self.m)  # [B, N, m], ascending; each point is its own first
-            self.radius = dist[..., -1].sqrt() if self.m < n else torch.full_like(dist[..., -1], math.inf)
-            # the candidates' coordinates one plane per axis ([3, B, N, m]), and where each point's
-            # own index sits among its candidates: distances are then three element-wise passes
-            # over [B, N, m] arrays instead of a reduction over a 3-wide last dim
-            self.candidate_planes = index_points(self.ref, self.candidates).permute(3, 0, 1, 2).contiguous()
-            self.is_self = self.candidates == torch.arange(n, device=ref.device).view(1, n, 1)
-            self.flat_candidates = _flat_rows(self.candidates, n)  # fixed: not recomputed per query
+            wide = _Tier.of(self.ref, self.candidates, dist)
+            near_tier = _Tier.of(self.ref, self.candidates[..., : self.near].contiguous(), dist[..., : self.near])
+        self.radius = wide.radius
+        #: the tiers a query searches in turn (one when ``near == m``)
+        self.tiers: tuple[_Tier, ...] = (near_tier, wide) if self.near < self.m else (wide,)
+        #: per kind of query, the tier it starts at (raised once the near tier stops sufficing)
+        self._start = {"nearest": 0, "knn": 0}
         #: points searched in full by the last query (where the candidates did not suffice)
         self.fallbacks = 0
 
@@ -237,11 +276,19 @@ class ReferenceNeighbours:
         ref = self.ref if rows is None else self.ref[rows]
         return (adv.detach() - ref).norm(dim=-1)  # [b, N]
 
-    def _pick(self, rows: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        if rows is None:
-            return self.ref, self.candidates, self.candidate_planes, self.radius, self.is_self
-        return (self.ref[rows], self.candidates[rows], self.candidate_planes[:, rows], self.radius[rows],
-                self.is_self[rows])
+    def _first_tier(self, kind: str, rows: Tensor | None) -> tuple[int, _Tier]:
+        start = self._start[kind]
+        return start, self.tiers[start].rows(rows)
+
+    def _widen(self, kind: str, start: int, bad: Tensor) -> tuple[Tensor, Tensor] | None:
+        """After the first tier answered with ``bad [b, N]`` failing its bound: the ``(clouds,
+        points)`` the wide tier should answer (None: no wider tier or nothing failed); notes
+        when the near tier stops sufficing."""
+        if start + 1 >= len(self.tiers) or not bool(bad.any()):
+            return None
+        if float(bad.float().mean()) > self._WIDEN:
+            self._start[kind] = start + 1
+        return bad.nonzero(as_tuple=True)
 
     def nearest_reference(self, adv: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """As ``nearest_neighbor(adv, ref[rows])``: ``(dist [b, N] squared, differentiable w.r.t. adv; idx [b, N])``.
@@ -249,14 +296,22 @@ class ReferenceNeighbours:
         ``adv [b, N, 3]``: point ``i`` a moved copy of reference point ``i`` of cloud ``rows[j]``
         (``rows`` None: all ``B`` clouds).
         """
-        ref, cand, cand_planes, radius, _ = self._pick(rows)
+        ref = self.ref if rows is None else self.ref[rows]
         with torch.no_grad():
             x = adv.detach()
             moved = self._moved(x, rows)
-            d = _planar_sq_dists(x, cand_planes)  # [b, N, m]
-            idx = cand.gather(-1, d.min(-1, keepdim=True).indices).squeeze(-1)
+            start, tier = self._first_tier("nearest", rows)
+            d = _planar_sq_dists(x, tier.planes)  # [b, N, w]
+            idx = tier.candidates.gather(-1, d.min(-1, keepdim=True).indices).squeeze(-1)
             # the nearest reference point lies within 2 * moved of the point's own reference position
-            bad = ~(2 * moved + self._SLACK < radius)
+            bad = ~(2 * moved + self._SLACK < tier.radius)
+            failing = self._widen("nearest", start, bad)
+            if failing is not None:
+                clouds, points = failing
+                wide, owner = self.tiers[-1], _owners(clouds, rows)
+                d = _planar_sq_dists(x[clouds, points].unsqueeze(0), wide.planes[:, owner, points].unsqueeze(1))[0]
+                idx[clouds, points] = wide.candidates[owner, points].gather(-1, d.min(-1, keepdim=True).indices)[:, 0]
+                bad[clouds, points] = ~(2 * moved[clouds, points] + self._SLACK < wide.radius[owner, points])
             self.fallbacks = int(bad.sum())
             if self.fallbacks:
                 _full_search(bad, idx.unsqueeze(-1), x, ref, 1, exclude_self=False)
@@ -265,22 +320,33 @@ class ReferenceNeighbours:
     def knn_within(self, adv: Tensor, k: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """As ``knn(adv, k, exclude_self=True)``: ``(idx [b, N, k], dist [b, N, k])``, ascending,
         ``dist`` squared and differentiable w.r.t. ``adv`` (see :meth:`nearest_reference` for ``rows``)."""
-        _, cand, _, radius, is_self = self._pick(rows)
         b, n = adv.shape[:2]
         if not isinstance(k, int) or not 1 <= k <= min(n - 1, self.m - 1):
             raise ValueError(f"k must be an int in [1, {min(n - 1, self.m - 1)}] (candidates m={self.m}); got k={k}")
         with torch.no_grad():
             x = adv.detach()
             moved = self._moved(x, rows)
-            flat = self.flat_candidates if rows is None else _flat_rows(cand, n)
-            planes = x.permute(2, 0, 1).reshape(3, b * n).index_select(1, flat).view(3, *cand.shape)
-            d = _planar_sq_dists(x, planes).masked_fill_(is_self, math.inf)  # [b, N, m], not itself
+            farthest = moved.amax(dim=1, keepdim=True)  # [b, 1]
+            start, tier = self._first_tier("knn", rows)
+            if k > tier.candidates.shape[-1] - 1:  # the near tier holds too few: start wide
+                start, tier = len(self.tiers) - 1, self.tiers[-1].rows(rows)
+            planes = x.permute(2, 0, 1).reshape(3, b * n).index_select(1, tier.flat).view(3, *tier.candidates.shape)
+            d = _planar_sq_dists(x, planes).masked_fill_(tier.is_self, math.inf)  # [b, N, w], not itself
             top = d.topk(k, dim=-1, largest=False, sorted=True)
-            idx = cand.gather(-1, top.indices)
-            kth = top.values[..., -1].clamp_min(0).sqrt()
+            idx = tier.candidates.gather(-1, top.indices)
             # a point outside the candidates is at least radius - moved_i - max moved away
-            bound = radius - moved - moved.amax(dim=1, keepdim=True)
-            bad = ~(bound - self._SLACK >= kth)
+            bad = ~(tier.radius - moved - farthest - self._SLACK >= top.values[..., -1].clamp_min(0).sqrt())
+            failing = self._widen("knn", start, bad)
+            if failing is not None:
+                clouds, points = failing
+                wide, owner = self.tiers[-1], _owners(clouds, rows)
+                cand = wide.candidates[owner, points]  # [F, m]
+                planes = x.permute(2, 0, 1)[:, clouds.unsqueeze(1), cand]  # [3, F, m]
+                d = _planar_sq_dists(x[clouds, points].unsqueeze(0), planes.unsqueeze(1))[0]
+                top = d.masked_fill_(wide.is_self[owner, points], math.inf).topk(k, dim=-1, largest=False, sorted=True)
+                idx[clouds, points] = cand.gather(-1, top.indices)
+                bound = wide.radius[owner, points] - moved[clouds, points] - farthest[clouds, 0]
+                bad[clouds, points] = ~(bound - self._SLACK >= top.values[..., -1].clamp_min(0).sqrt())
             self.fallbacks = int(bad.sum())
             if self.fallbacks:
                 _full_search(bad, idx, x, x, k, exclude_self=True)
@@ -289,6 +355,11 @@ class ReferenceNeighbours:
             dist, order = dist.sort(dim=-1, stable=True)
             idx = idx.gather(-1, order)
         return idx, dist
+
+
+def _owners(clouds: Tensor, rows: Tensor | None) -> Tensor:
+    """Indices into the reference's clouds of the queried clouds ``clouds`` (indices into ``rows``)."""
+    return clouds if rows is None else rows[clouds]
 
 
 #: a cloud with more than this fraction of its points failing the candidates' bound is searched
