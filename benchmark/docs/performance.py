@@ -164,7 +164,10 @@ def end_to_end(root: Path) -> str:
         return _missing("end_to_end.py")
     goals = data.get("goals", {})
     rows, items = [], []
-    for label, run in data["runs"].items():
+    # cold first, then the warm runs of the same command, then the others (the file's order is the order
+    # the runs were measured in, which --merge changes)
+    order = sorted(data["runs"].items(), key=lambda kv: (kv[0].startswith("warm"), kv[0].endswith(" all"), kv[0]))
+    for label, run in order:
         goal = (run.get("goal") or {}).get("seconds")
         met = (run.get("goal") or {}).get("met")
         notes = [f"{run['failed_cells']} failed cells"] if run.get("failed_cells") else []
