@@ -62,24 +62,31 @@ def farthest_point_sample(
         farthest = torch.randint(0, n, (batch,), generator=generator, device=device).to(x.device)
     else:
         raise ValueError(f"unknown start {start!r}; expected 'first' or 'random'")
-    centres = torch.empty(batch, m, dtype=torch.long, device=x.device)
     min_dist = torch.full((batch, n), math.inf, dtype=x.dtype, device=x.device)
-    rows = torch.arange(batch, device=x.device)
-    # coordinate planes [3, B, N] and two reused buffers: each step reads the cloud once and
-    # allocates nothing (the [B, N, 3] difference tensor made FPS on 10,000-point files memory-bound)
-    planes = x.detach().permute(2, 0, 1).contiguous()
+    # coordinate planes [3, B * N] and two reused buffers: each step reads the cloud once and
+    # allocates nothing (the [B, N, 3] difference tensor made FPS on 10,000-point files memory-bound);
+    # a centre's coordinates and the "chosen" mark: one index_select / index_fill_ at the flat row
+    # cloud * N + index (cheaper per step than advanced indexing over [B] rows)
+    planes = x.detach().permute(2, 0, 1).reshape(3, batch * n).contiguous()
+    p0, p1, p2 = planes.view(3, batch, n)
+    offsets = torch.arange(batch, device=x.device) * n
+    flat_min = min_dist.view(-1)
     dist = torch.empty_like(min_dist)
     term = torch.empty_like(min_dist)
-    for i in range(m):
-        centres[:, i] = farthest
-        centre = planes[:, rows, farthest].unsqueeze(-1)  # [3, B, 1]
-        torch.sub(planes[0], centre[0], out=dist).square_()
-        dist.add_(torch.sub(planes[1], centre[1], out=term).square_())
-        dist.add_(torch.sub(planes[2], centre[2], out=term).square_())
+    chosen = []
+    for _ in range(m):
+        chosen.append(farthest)
+        flat = farthest + offsets
+        centre = planes.index_select(1, flat).unsqueeze(-1)  # [3, B, 1]
+        torch.sub(p0, centre[0], out=dist).square_()
+        dist.add_(torch.sub(p1, centre[1], out=term).square_())
+        dist.add_(torch.sub(p2, centre[2], out=term).square_())
         torch.minimum(min_dist, dist, out=min_dist)
-        min_dist[rows, farthest] = -1.0  # chosen: never the farthest again
+        flat_min.index_fill_(0, flat, -1.0)  # chosen: never the farthest again
         farthest = min_dist.max(dim=-1).indices  # as argmax (first maximum), 2.5x faster on the CPU
-    return centres
+    if not chosen:
+        return torch.empty(batch, 0, dtype=torch.long, device=x.device)
+    return torch.stack(chosen, dim=1)
 
 
 # --------------------------------------------------------------------------- transforms
