@@ -317,6 +317,12 @@ def test_the_end_to_end_section_shows_each_run_against_its_goal_and_its_biggest_
         in text  # a run without its own commit was measured at the file's
     assert "| cold mrpd |" in text and "| 2000.0 | <= 1800 | no | 2026-12-05 at `fedcba9` |" in text
     assert "| warm mrpd | attack a4 | 4 |" in text and "attack a1 |" not in text  # the three biggest only
+    # cold first, then the warm run of the same command, then warm all, whatever the file's order
+    # (end_to_end.py --merge appends re-measured runs)
+    runs = {"warm all": run, "warm mrpd": run, "cold mrpd": run}
+    _write(tmp_path, "benchmarks/end_to_end.json", {"profile": "default", "cores": 2, "goals": {}, "runs": runs})
+    text = _section(tmp_path, "end-to-end")
+    assert text.index("| cold mrpd |") < text.index("| warm mrpd |") < text.index("| warm all |")
 
 
 def test_the_scaling_section_tabulates_both_sweeps_and_the_growth(tmp_path):
