@@ -171,6 +171,11 @@ def test_the_attack_overhead_section_tabulates_the_benchmark_json(tmp_path):
     (tmp_path / "README.md").write_text("<!-- begin generated: attack-overhead -->\n<!-- end generated: attack-overhead -->\n")
     write_docs(tmp_path)
     assert "| `student` (20 iterations) | 1.07 | 2.50 | 1.10 |" in (tmp_path / "README.md").read_text()
+    # with the 1-iteration calls: a row splitting each call into per iteration and once per call
+    data["models"]["student"]["attacks"]["pgd"] |= {"per_iteration_ratio": 1.04, "once_seconds": 0.051}
+    (tmp_path / "benchmarks" / "attack_overhead.json").write_text(json.dumps(data))
+    write_docs(tmp_path)
+    assert "| per iteration / once per call (s) | 1.04 / 0.05 | – | – |" in (tmp_path / "README.md").read_text()
 
 
 def test_the_thread_section_shows_each_run(tmp_path):

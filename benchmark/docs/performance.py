@@ -49,9 +49,15 @@ def attack_overhead(root: Path) -> str:
         if "advpc" in entry["attacks"] and entry["attacks"]["advpc"].get("ratio_vs_inherent") is not None:
             row["advpc vs its two passes"] = f"{entry['attacks']['advpc']['ratio_vs_inherent']:.2f}"
         rows.append(row)
+        split = {a: c for a, c in entry["attacks"].items() if c.get("per_iteration_ratio") is not None}
+        if split:  # the same calls split into a part per iteration and a part once per call
+            rows.append({key: "–" for key in row} | {"model": "per iteration / once per call (s)"} | {
+                a: f"{split[a]['per_iteration_ratio']:.2f} / {split[a]['once_seconds']:.2f}" for a in split})
     intro = (f"From `{path.relative_to(root)}` (torch {data['torch']}, {data['threads']} threads, batch "
              f"{data['batch']} x {data['points']} points, best of {data['repeats']}): attack wall time / (iterations x "
-             "one forward+backward of the model on the same batch).")
+             "one forward+backward of the model on the same batch). Where measured, the row below a model splits the "
+             "call into its cost per iteration (over one pass, from the same call at 1 iteration) and what it pays "
+             "once per call (seconds).")
     return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
 
 
