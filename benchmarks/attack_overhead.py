@@ -15,7 +15,7 @@ splits its wall time into a part per iteration (``per_iteration_ratio``: (wall -
 iteration) / (iterations - 1), over one pass) and a part once per call (``once_seconds``: the
 input checks, the clean and final predictions and distances every attack pays, and the
 attack's own set-up, e.g. kNN's candidate search): at the ``default`` profile's iteration
-counts (kNN 225) the once-per-call part weighs less than at the 20 iterations timed here.
+counts (larger for kNN) the once-per-call part weighs less than at the iterations timed here.
 
 ``knn-far`` is the kNN attack with ``lr`` 1e-2 instead of 1e-3: within a few iterations the
 points reach the clip (0.1), where most of them move too far for the neighbour candidates
