@@ -14,10 +14,14 @@ batch, warm up (one forward of the batch **without autograd**, and one 1-iterati
 the same attack on a single 64-point cloud, which absorbs first-call costs such as lazy
 imports), then
 
-- memory: on the CPU, the increase of the process's peak resident set
-  (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) from just before the first attack call to
-  just after it, in MiB: what the attack adds on top of the model, the data and one
-  inference pass (its autograd graph, optimiser state, distance blocks). On CUDA,
+- memory: on the CPU, the process's peak resident set during the first attack call minus its
+  resident set just before it, in MiB: what the attack adds on top of the model, the data and
+  one inference pass (its autograd graph, optimiser state, distance blocks). On Linux the peak
+  (``VmHWM``) is reset before the call (``/proc/self/clear_refs``), so an earlier, higher peak
+  (generating larger clouds, loading the model) does not hide the call's; elsewhere it is the
+  lifetime peak (``ru_maxrss``), which can. Either way it counts pages newly touched: with
+  bench's allocator tunables (freed memory stays resident) memory freed before the call and
+  reused by it does not count, so small differences between rows are not the attack's. On CUDA,
   ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` minus the memory
   allocated before the call;
 - time: seconds per iteration = the algorithm's wall time (``AttackResult.seconds``: the
@@ -95,6 +99,29 @@ def _maxrss_mib() -> float:
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
 
+def _proc_status_mib(key: str) -> float | None:
+    """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status``, MiB (None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak resident set (``VmHWM``) to its current one (Linux >= 4.0:
+    ``/proc/self/clear_refs``); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _proc_status_mib("VmHWM") is not None
+
+
 def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration, in this (fresh) process: ``spec`` has model, attack, points, batch,
     iters, repeats, threads, device. Returns seconds per iteration, wall seconds and the peak
@@ -138,9 +165,15 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     tiny = {"pgd": {"steps": 1}, "knn": {"num_iter": 1}}[spec["attack"]]
     attack_spec(spec["attack"], tiny)(model, points[:1, : min(n, 64)].contiguous(), labels[:1])
     sync()
+    # the peak over the first call against the memory in use just before it: on Linux the peak
+    # resident set is reset first, so an earlier, higher peak (generating the data, loading the
+    # model) does not hide the call's; elsewhere the process's lifetime peak (ru_maxrss)
+    resettable = device.type != "cuda" and _reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device) / 2**20
+    elif resettable:
+        before = _proc_status_mib("VmRSS")
     else:
         before = _maxrss_mib()
     walls, algos, successes = [], [], []
@@ -155,6 +188,8 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         if i == 0:  # the peak of the first call (the later ones reuse its memory)
             if device.type == "cuda":
                 peak = torch.cuda.max_memory_allocated(device) / 2**20
+            elif resettable:
+                peak = _proc_status_mib("VmHWM")
             else:
                 peak = _maxrss_mib()
     # one forward + backward w.r.t. the points, for scale (after the memory reading)
@@ -169,7 +204,8 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         "model": name, "attack": spec["attack"], "points": n, "batch": batch, "iterations": iters,
         "seconds_per_iter": min(algos) / iters, "wall_seconds": min(walls), "walls": walls,
         "pass_seconds": min(passes), "memory_mib": peak - before, "baseline_mib": before, "peak_mib": peak,
-        "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "ru_maxrss",
+        "memory_kind": ("cuda max_memory_allocated" if device.type == "cuda"
+                        else "peak RSS reset before the call" if resettable else "ru_maxrss"),
         "success": successes[0],
     }
 
