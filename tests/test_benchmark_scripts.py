@@ -47,3 +47,15 @@ def test_mrpd_selection_candidates_spell_out_their_adversarial_half():
         keys = {o.split("=", 1)[0].removeprefix("defenses.mrpd.") for o in overrides}
         assert {"adv_attack", "adv_targeted", "adv_budget", "adv_mix"} <= keys, name
     assert "defenses.mrpd.adv_targeted=null" in candidates["paper pgd (targeted 0.08)"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
+def test_scaling_resets_the_peak_resident_set_before_a_call():
+    """A large allocation freed before the measured call no longer counts in the call's peak."""
+    scaling = _script("scaling")
+    block = bytearray(200 * 2**20)
+    block[:: 4096] = b"\1" * len(block[:: 4096])  # touch every page: the peak now holds 200 MiB
+    del block
+    assert scaling._reset_peak_rss()
+    rss, peak = scaling._proc_status_mib("VmRSS"), scaling._proc_status_mib("VmHWM")
+    assert rss is not None and peak is not None and peak - rss < 50
