@@ -78,6 +78,8 @@ def farthest_point_sample(
         chosen.append(farthest)
         flat = farthest + offsets
         centre = planes.index_select(1, flat).unsqueeze(-1)  # [3, B, 1]
+        # (``addcmul_`` for the squared terms is ~12% faster but rounds differently on some clouds:
+        # another centre at step 596 of one 16 x 4,096 -> 1,024 batch; the indices must not change)
         torch.sub(p0, centre[0], out=dist).square_()
         dist.add_(torch.sub(p1, centre[1], out=term).square_())
         dist.add_(torch.sub(p2, centre[2], out=term).square_())
