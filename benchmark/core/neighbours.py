@@ -262,11 +262,11 @@ class ReferenceNeighbours:
         self.near = max(1, min(int(near), self.m))
         with torch.no_grad():
             self.candidates, dist = knn(self.ref, self.m)  # [B, N, m], ascending; each point is its own first
-            wide = _Tier.of(self.ref, self.candidates, dist)
-            near_tier = _Tier.of(self.ref, self.candidates[..., : self.near].contiguous(), dist[..., : self.near])
-        self.radius = wide.radius
+            tiers = [_Tier.of(self.ref, self.candidates, dist)]
+            if self.near < self.m:
+                tiers.insert(0, _Tier.of(self.ref, self.candidates[..., : self.near].contiguous(), dist[..., : self.near]))
         #: the tiers a query searches in turn (one when ``near == m``)
-        self.tiers: tuple[_Tier, ...] = (near_tier, wide) if self.near < self.m else (wide,)
+        self.tiers: tuple[_Tier, ...] = tuple(tiers)
         #: per kind of query, the tier it starts at (raised once the near tier stops sufficing)
         self._start = {"nearest": 0, "knn": 0}
         #: points searched in full by the last query (where the candidates did not suffice)
