@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,6 @@ KERNELS: dict[str, dict[str, str]] = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"},
     "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512"},
 }
-EPOCH_LINE = re.compile(rf"{MODEL}: epoch (\d+)/\d+ loss [\d.]+ val ([\d.]+)")
 
 
 def bench(args: list[str], cache: Path, env_extra: dict[str, str]) -> str:
@@ -83,23 +81,25 @@ def prepare_base(base: Path, source: Path, profile: list[str], kernel: str | Non
             "trained_under": kernel or "default (shared by every run)"}
 
 
-def train(base: Path, epochs: int, kernel: str, profile: list[str]) -> dict[str, Any]:
-    """Train the student with ``epochs`` under ``kernel`` in a copy of ``base``; its record."""
+def train(base: Path, epochs: int, kernel: str, profile: list[str], model: str = MODEL) -> dict[str, Any]:
+    """Train ``model`` with ``epochs`` under ``kernel`` in a copy of ``base``; its record (the
+    validation / test scores are accuracies, zero-shot ones for the CLIP)."""
     with tempfile.TemporaryDirectory(prefix="pcrb-stability-") as scratch:
         cache = Path(scratch) / "cache"
         shutil.copytree(base, cache)
         start = time.perf_counter()
-        log = bench(["train", "--model", MODEL, *profile, "--set", f"training.{MODEL}.epochs={epochs}"],
+        bench(["train", "--model", model, *profile, "--set", f"training.{model}.epochs={epochs}"],
                     cache, KERNELS[kernel])
         seconds = time.perf_counter() - start
-        meta_path = next((cache / "weights").glob(f"{MODEL}-*.safetensors.json"))
+        meta_path = next((cache / "weights").glob(f"{model}-*.safetensors.json"))
         record = json.loads(meta_path.read_text())
     meta = record["meta"]
     return {
         "epochs": epochs, "kernel": kernel, "env": KERNELS[kernel],
-        "test_accuracy": meta["test_accuracy"], "val_accuracy": meta["val_accuracy"],
+        "test_accuracy": meta.get("test_accuracy", meta.get("test_zero_shot_accuracy")),
+        "val_accuracy": meta.get("val_accuracy", meta.get("val_zero_shot")),
         "best_epoch": meta["best_epoch"] + 1, "sha256": record["sha256"][:12],
-        "val_by_epoch": [float(v) for _, v in EPOCH_LINE.findall(log)],
+        "val_by_epoch": [round(float(v), 4) for v in meta["val_by_epoch"]],
         "seconds": round(seconds, 1),
     }
 

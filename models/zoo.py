@@ -27,6 +27,7 @@ has seen the split MRPD tunes on (README, "MRPD"). Every model is scored on the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -291,8 +292,8 @@ class Zoo:
 
         validate = None if val is None else (lambda: -chamfer(val))
         result = fit(model, train, cfg, step, validate=validate, **self._fit_kwargs(name))
-        return {"epochs": cfg.epochs, "best_epoch": result.best_epoch, "test_chamfer": chamfer(self.ctx.test),
-                "train_loss": result.train_loss[-1] if result.train_loss else None}
+        return {"epochs": cfg.epochs, "best_epoch": result.best_epoch, "val_by_epoch": _by_epoch(result.val_score),
+                "test_chamfer": chamfer(self.ctx.test), "train_loss": result.train_loss[-1] if result.train_loss else None}
 
     def _class_text_embeddings(self, clip: ClipTeacher) -> Tensor:
         return encode_text_classes(clip, self.ctx.train.class_names, CAPTION_TEMPLATES)
@@ -327,6 +328,7 @@ class Zoo:
         validate = None if val is None else (lambda: zero_shot(val))
         result = fit(clip, train, cfg, step, validate=validate, **self._fit_kwargs(name))
         return {"epochs": cfg.epochs, "best_epoch": result.best_epoch, "val_zero_shot": result.best_score,
+                "val_by_epoch": _by_epoch(result.val_score),
                 "test_zero_shot_accuracy": zero_shot(self.ctx.test), "train_loss": result.train_loss[-1]}
 
     def _train_embedding(self, name: str, model: EmbeddingClassifier, cfg: TrainConfig) -> dict[str, Any]:
@@ -368,9 +370,16 @@ class Zoo:
             "epochs": cfg.epochs,
             "best_epoch": result.best_epoch,
             "val_accuracy": result.best_score,
+            "val_by_epoch": _by_epoch(result.val_score),
             "test_accuracy": evaluate_accuracy(model, self.ctx.test, device=self.ctx.device),
             "train_loss": result.train_loss[-1] if result.train_loss else None,
         }
+
+
+def _by_epoch(scores: list[float]) -> list[float] | None:
+    """The validation score after each epoch (6 decimals), for the weights' metadata: how far the
+    recipe's last epochs still moved it; None without a validation split."""
+    return [round(float(v), 6) for v in scores] if not all(math.isnan(v) for v in scores) else None
 
 
 def _soft_ce(logits: Tensor, targets: Tensor) -> Tensor:

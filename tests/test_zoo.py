@@ -51,6 +51,19 @@ def test_a_classifier_is_trained_once_then_loaded_from_the_cache(data, tmp_path)
     torch.testing.assert_close(again.model(x), first.model(x))
 
 
+def test_the_metadata_keeps_the_validation_score_of_every_epoch(data, tmp_path):
+    """Cached weights record how the recipe's epochs moved the validation score (the evidence for
+    or against a cheaper recipe): one value per epoch, the kept epoch's being the best."""
+    zoo = make_zoo(data, tmp_path, epochs=3)
+    for name, best in (("pointnet-lite", "val_accuracy"), ("clip", "val_zero_shot")):
+        meta = zoo.get(name).meta
+        assert len(meta["val_by_epoch"]) == 3, name
+        assert meta["val_by_epoch"][meta["best_epoch"]] == pytest.approx(meta[best], abs=1e-6), name
+        assert max(meta["val_by_epoch"]) == pytest.approx(meta[best], abs=1e-6), name
+    no_split = make_zoo(data, tmp_path / "no-split", train_config=lambda name: TrainConfig(epochs=1, batch_size=8, val_fraction=0.0))
+    assert no_split.get("pointnet-lite").meta["val_by_epoch"] is None
+
+
 def test_changed_training_settings_train_a_new_entry(data, tmp_path):
     make_zoo(data, tmp_path, epochs=1).get("pointnet-lite")
     make_zoo(data, tmp_path, epochs=2).get("pointnet-lite")
