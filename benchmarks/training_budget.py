@@ -23,6 +23,7 @@ budget" table reads it (``bench docs``). ~30 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import os
 import platform
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         "what": "each model of the cold run trained at its profile's epochs and at cheaper recipes (same data, seed, "
                 "dependencies); validation chooses, test is only reported",
         "profile": args.profile, "cpu": platform.machine(), "processor": platform.processor(), "cores": cores,
-        "threads": threads, "git_commit": git_commit(ROOT), "fractions": fractions, "models": {},
+        "threads": threads, "git_commit": git_commit(ROOT), "fractions": fractions,
+        "launched": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "models": {},
     }
     source = Path(args.cache_dir) if args.cache_dir else default_cache()
     with tempfile.TemporaryDirectory(prefix="pcrb-budget-base-") as base_dir:

@@ -59,3 +59,11 @@ def test_scaling_resets_the_peak_resident_set_before_a_call():
     assert scaling._reset_peak_rss()
     rss, peak = scaling._proc_status_mib("VmRSS"), scaling._proc_status_mib("VmHWM")
     assert rss is not None and peak is not None and peak - rss < 50
+
+
+def test_training_budget_recipes_are_distinct_cheapest_first_and_end_at_the_profile_s():
+    budget = _script("training_budget")
+    assert budget.recipes(6, [0.5, 0.75]) == [3, 4, 6]
+    assert budget.recipes(30, [0.75, 0.5, 1.0, 0.0]) == [15, 22, 30]  # fractions outside (0, 1) ignored
+    assert budget.recipes(1, [0.5]) == [1]  # never zero epochs
+    assert budget.profile_epochs("default", "point-transformer-student") >= 1

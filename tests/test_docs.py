@@ -413,3 +413,39 @@ def test_the_training_stability_section_shows_each_kernel_path_and_the_spread(tm
     text = (tmp_path / "README.md").read_text()
     assert "the CLIP retrained under each kernel path too" in text and "2 cores, 2 threads each" in text
     assert "| 12 | avx2: `MKL_CBWR=AVX2` | `c7b6` (83.0%) | 68.0% |" in text
+
+
+def test_the_training_budget_section_shows_each_recipe_against_the_profile_s(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    runs = [{"epochs": e, "test_accuracy": t, "val_accuracy": v, "best_epoch": e, "val_by_epoch": [0.5, v],
+             "seconds": s, "val_drop": d, "sha256": "aaa"}
+            for e, t, v, s, d in [(3, 0.80, 0.84, 90.2, 0.025), (6, 0.85, 0.865, 181.0, 0.0)]]
+    data = {"profile": "default", "cores": 2, "git_commit": "abcdef123", "launched": "2026-12-05T12:00:00+00:00",
+            "models": {"clip": {"profile_epochs": 6, "score": "zero-shot accuracy", "runs": runs}}}
+    (tmp_path / "benchmarks" / "training_budget.json").write_text(json.dumps(data))
+    (tmp_path / "README.md").write_text("<!-- begin generated: training-budget -->\n"
+                                        "<!-- end generated: training-budget -->\n")
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "| clip | 3 | 90 | zero-shot accuracy | 84.0% (3) | +2.5 pt | 80.0% | 50 84 |" in text
+    assert "| clip | 6 (profile) | 181 | zero-shot accuracy | 86.5% (6) | – | 85.0% | 50 86 |" in text
+    assert "2026-12-05 at `abcdef1`" in text
+
+
+def test_the_warm_floor_prices_the_warm_grid_at_the_measured_and_the_gflop_ratios(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    runs = {"goals": {"warm_seconds": 180},
+            "runs": {"warm all": {"cells": 6, "test_clouds": 20, "items": [{"eval_seconds": 7.0}, {"seconds": 1}]}}}
+    defense = {"status": "ok", "victim_seconds": 0.5}
+    cost = {"batch": 10, "defenses": {"none": {**defense, "ratio": 1.0, "gflop_ratio": 1.0},
+                                      "slow": {**defense, "ratio": 4.0, "gflop_ratio": 2.0},
+                                      "broken": {"status": "failed"}}}
+    (tmp_path / "benchmarks" / "end_to_end.json").write_text(json.dumps(runs))
+    (tmp_path / "benchmarks" / "defense_cost.json").write_text(json.dumps(cost))
+    (tmp_path / "README.md").write_text("<!-- begin generated: warm-floor -->\n<!-- end generated: warm-floor -->\n")
+    write_docs(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    # 2 batches x 3 cells per defense x 0.5 s = 3 s per unit of ratio: (1 + 4) x 3 = 15 s, floor (1 + 2) x 3 = 9 s
+    assert "costs **15 s** at the measured ratios" in text and "would still cost **9 s**" in text
+    assert "measured 7 s of classifying" in text and "goal of 180 s" in text
+    assert "| slow | 4.00 | 2.00 | 12 | 6 |" in text and "broken" not in text

@@ -200,6 +200,70 @@ def end_to_end(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+@register_section("warm-floor")
+def warm_floor(root: Path) -> str:
+    """How long the warm grid's classifying would take at each defense's GFLOP floor: the cells of
+    ``end_to_end.json``'s "warm all" run priced with ``defense_cost.json``'s per-batch victim time
+    times each defense's measured ratio, and times its GFLOP ratio (at least 1): a bound on what
+    faster kernels alone could reach on this CPU."""
+    _, runs = _load(root, "end_to_end.json")
+    _, cost = _load(root, "defense_cost.json")
+    warm = (runs or {}).get("runs", {}).get("warm all")
+    if warm is None or cost is None:
+        return "Needs `benchmarks/end_to_end.json` (its warm all run) and `benchmarks/defense_cost.json`.\n"
+    defenses = {name: d for name, d in cost["defenses"].items() if d.get("status") == "ok"}
+    victim = sum(d["victim_seconds"] for d in defenses.values()) / len(defenses)  # per batch
+    batches = -(-int(warm["test_clouds"]) // int(cost["batch"]))
+    cells = int(warm["cells"]) / len(defenses)  # cells per defense: every attack and the clean cell
+    per_defense = victim * batches * cells
+    measured = per_defense * sum(d["ratio"] for d in defenses.values())
+    floor = per_defense * sum(max(1.0, d["gflop_ratio"]) for d in defenses.values())
+    evaluated = sum(item.get("eval_seconds") or 0.0 for item in warm.get("items") or [])
+    goal = (runs or {}).get("goals", {}).get("warm_seconds")
+    rows = [{"defense": name, "ratio (measured)": f"{d['ratio']:.2f}", "GFLOP ratio": f"{d['gflop_ratio']:.2f}",
+             "seconds at the ratio": f"{per_defense * d['ratio']:.0f}",
+             "seconds at the GFLOP floor": f"{per_defense * max(1.0, d['gflop_ratio']):.0f}"}
+            for name, d in sorted(defenses.items(), key=lambda kv: -kv[1]["ratio"])]
+    lines = [
+        f"The warm run of every defense classifies {warm['cells']} cells of {warm['test_clouds']} clouds "
+        f"({cells:.0f} per defense: every attack and the clean cell), {batches} batches each. Priced with "
+        f"`defense_cost.json` (victim {1000 * victim:.1f} ms per batch of {cost['batch']}), its classifying "
+        f"costs **{measured:.0f} s** at the measured ratios (the warm run's attack cells measured "
+        f"{evaluated:.0f} s of classifying, without their clean cells) and would still cost "
+        f"**{floor:.0f} s** if every defense ran at its GFLOP floor, the bare victim's speed per GFLOP"
+        + (f", against a goal of {goal} s for the whole run" if goal is not None else "") + ".",
+        "", *markdown_table(rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@register_section("training-budget")
+def training_budget(root: Path) -> str:
+    """``benchmarks/training_budget.json``: each cold-run model at its profile's epochs and at
+    cheaper recipes; validation score by epoch, the kept one, the drop against the profile's."""
+    path, data = _load(root, "training_budget.json")
+    if data is None:
+        return _missing("training_budget.py")
+    rows = []
+    for model, entry in data["models"].items():
+        for run in entry["runs"]:
+            full = run["epochs"] == entry["profile_epochs"]
+            rows.append({
+                "model": model, "epochs": f"{run['epochs']}" + (" (profile)" if full else ""),
+                "seconds": f"{run['seconds']:.0f}", "score": entry["score"],
+                "validation (kept epoch)": f"{100 * run['val_accuracy']:.1f}% ({run['best_epoch']})",
+                "validation drop": "–" if full else f"{100 * run['val_drop']:+.1f} pt",
+                "test (not for choosing)": f"{100 * run['test_accuracy']:.1f}%",
+                "validation by epoch (%)": " ".join(f"{100 * v:.0f}" for v in run["val_by_epoch"]),
+            })
+    intro = (f"From `{path.relative_to(root)}` (profile `{data['profile']}`, {data.get('cores', '?')} cores, "
+             f"{_measured(data, data)}): each model a cold run trains, at its profile's epochs and at cheaper "
+             "recipes (the same cosine schedule compressed), same data, seed and dependencies. A recipe would be "
+             "chosen by its validation score (clouds carved from the model's own training corpus); the test "
+             "accuracy is shown, never used to choose.")
+    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+
+
 @register_section("scaling")
 def scaling(root: Path) -> str:
     """``benchmarks/scaling.json``: seconds per attack iteration and the memory an attack call adds,
