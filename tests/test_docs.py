@@ -427,9 +427,10 @@ def test_the_training_budget_section_shows_each_recipe_against_the_profile_s(tmp
                                         "<!-- end generated: training-budget -->\n")
     write_docs(tmp_path)
     text = (tmp_path / "README.md").read_text()
-    assert "| clip | 3 | 90 | zero-shot accuracy | 84.0% (3) | +2.5 pt | 80.0% | 50 84 |" in text
+    assert "| clip | 3 | 90 | zero-shot accuracy | 84.0% (3) | -2.5 pt | 80.0% | 50 84 |" in text
     assert "| clip | 6 (profile) | 181 | zero-shot accuracy | 86.5% (6) | – | 85.0% | 50 86 |" in text
     assert "2026-12-05 at `abcdef1`" in text
+    assert "lost least is clip at 3 epochs (-2.5 points" in text and "took 181 s of training" in text
 
 
 def test_the_warm_floor_prices_the_warm_grid_at_the_measured_and_the_gflop_ratios(tmp_path):

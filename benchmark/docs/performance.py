@@ -252,7 +252,7 @@ def training_budget(root: Path) -> str:
                 "model": model, "epochs": f"{run['epochs']}" + (" (profile)" if full else ""),
                 "seconds": f"{run['seconds']:.0f}", "score": entry["score"],
                 "validation (kept epoch)": f"{100 * run['val_accuracy']:.1f}% ({run['best_epoch']})",
-                "validation drop": "–" if full else f"{100 * run['val_drop']:+.1f} pt",
+                "validation change": "–" if full else f"{-100 * run['val_drop']:+.1f} pt",
                 "test (not for choosing)": f"{100 * run['test_accuracy']:.1f}%",
                 "validation by epoch (%)": " ".join(f"{100 * v:.0f}" for v in run["val_by_epoch"]),
             })
@@ -261,7 +261,16 @@ def training_budget(root: Path) -> str:
              "recipes (the same cosine schedule compressed), same data, seed and dependencies. A recipe would be "
              "chosen by its validation score (clouds carved from the model's own training corpus); the test "
              "accuracy is shown, never used to choose.")
-    return "\n".join([intro, "", *markdown_table(rows)]) + "\n"
+    lines = [intro, "", *markdown_table(rows)]
+    cheaper = [(run["val_drop"], model, run["epochs"]) for model, entry in data["models"].items()
+               for run in entry["runs"] if run["epochs"] != entry["profile_epochs"]]
+    if cheaper:
+        drop, model, epochs = min(cheaper)
+        full = sum(run["seconds"] for entry in data["models"].values() for run in entry["runs"]
+                   if run["epochs"] == entry["profile_epochs"])
+        lines += ["", f"The cheaper recipe that lost least is {model} at {epochs} epochs ({-100 * drop:+.1f} points "
+                      f"of validation score); the profile's recipes took {full:.0f} s of training together here."]
+    return "\n".join(lines) + "\n"
 
 
 @register_section("scaling")
