@@ -60,6 +60,7 @@ def test_the_metadata_keeps_the_validation_score_of_every_epoch(data, tmp_path):
         assert len(meta["val_by_epoch"]) == 3, name
         assert meta["val_by_epoch"][meta["best_epoch"]] == pytest.approx(meta[best], abs=1e-6), name
         assert max(meta["val_by_epoch"]) == pytest.approx(meta[best], abs=1e-6), name
+    assert meta["threads"] == torch.get_num_threads()  # provenance: rounding depends on it
     no_split = make_zoo(data, tmp_path / "no-split", train_config=lambda name: TrainConfig(epochs=1, batch_size=8, val_fraction=0.0))
     assert no_split.get("pointnet-lite").meta["val_by_epoch"] is None
 

@@ -258,7 +258,9 @@ def cached_training(
     """``module``'s trained state from the weights entry at ``path``, or ``train()`` it and store it.
 
     ``module`` is an ``nn.Module``; ``train()`` trains it in place and returns its metadata
-    (scores, epochs; ``seconds`` is added when absent). A corrupt or unloadable entry is
+    (scores, epochs; ``seconds`` is added when absent, and ``threads``, the intra-op thread
+    count it trained with: the cache key leaves it out, but it changes float rounding, so two
+    machines' weights of one key may differ). A corrupt or unloadable entry is
     reported with one warning (naming ``what``) and retrained; ``force`` retrains anyway.
     What the zoo and every defense that trains something use.
 
@@ -280,6 +282,9 @@ def cached_training(
     start = time.perf_counter()
     meta = dict(train())
     meta.setdefault("seconds", round(time.perf_counter() - start, 1))
+    import torch  # the caller's module is a torch one; this floor imports torch lazily
+
+    meta.setdefault("threads", torch.get_num_threads())
     save_weights(path, module.state_dict(), meta)
     return meta, False, str(read_sidecar(path)["sha256"])
 
