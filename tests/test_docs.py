@@ -415,6 +415,13 @@ def test_the_training_stability_section_shows_each_kernel_path_and_the_spread(tm
     assert "| 12 | avx2: `MKL_CBWR=AVX2` | `c7b6` (83.0%) | 68.0% |" in text
 
 
+def _rendered(root: Path, section: str) -> str:
+    """A README holding only ``section``, generated from the files under ``root``: its text."""
+    (root / "README.md").write_text(f"<!-- begin generated: {section} -->\n<!-- end generated: {section} -->\n")
+    write_docs(root)
+    return (root / "README.md").read_text()
+
+
 def test_the_training_budget_section_shows_each_recipe_against_the_profile_s(tmp_path):
     (tmp_path / "benchmarks").mkdir()
     runs = [{"epochs": e, "test_accuracy": t, "val_accuracy": v, "best_epoch": e, "val_by_epoch": [0.5, v],
@@ -423,10 +430,7 @@ def test_the_training_budget_section_shows_each_recipe_against_the_profile_s(tmp
     data = {"profile": "default", "cores": 2, "git_commit": "abcdef123", "launched": "2026-12-05T12:00:00+00:00",
             "models": {"clip": {"profile_epochs": 6, "score": "zero-shot accuracy", "runs": runs}}}
     (tmp_path / "benchmarks" / "training_budget.json").write_text(json.dumps(data))
-    (tmp_path / "README.md").write_text("<!-- begin generated: training-budget -->\n"
-                                        "<!-- end generated: training-budget -->\n")
-    write_docs(tmp_path)
-    text = (tmp_path / "README.md").read_text()
+    text = _rendered(tmp_path, "training-budget")
     assert "| clip | 3 | 90 | zero-shot accuracy | 84.0% (3) | -2.5 pt | 80.0% | 50 84 |" in text
     assert "| clip | 6 (profile) | 181 | zero-shot accuracy | 86.5% (6) | – | 85.0% | 50 86 |" in text
     assert "2026-12-05 at `abcdef1`" in text
@@ -443,9 +447,7 @@ def test_the_warm_floor_prices_the_warm_grid_at_the_measured_and_the_gflop_ratio
                                       "broken": {"status": "failed"}}}
     (tmp_path / "benchmarks" / "end_to_end.json").write_text(json.dumps(runs))
     (tmp_path / "benchmarks" / "defense_cost.json").write_text(json.dumps(cost))
-    (tmp_path / "README.md").write_text("<!-- begin generated: warm-floor -->\n<!-- end generated: warm-floor -->\n")
-    write_docs(tmp_path)
-    text = (tmp_path / "README.md").read_text()
+    text = _rendered(tmp_path, "warm-floor")
     # 2 batches x 3 cells per defense x 0.5 s = 3 s per unit of ratio: (1 + 4) x 3 = 15 s, floor (1 + 2) x 3 = 9 s
     assert "costs **15 s** at the measured ratios" in text and "would still cost **9 s**" in text
     assert "measured 7 s of classifying" in text and "goal of 180 s" in text
