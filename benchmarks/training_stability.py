@@ -89,7 +89,7 @@ def train(base: Path, epochs: int, kernel: str, profile: list[str], model: str =
         shutil.copytree(base, cache)
         start = time.perf_counter()
         bench(["train", "--model", model, *profile, "--set", f"training.{model}.epochs={epochs}"],
-                    cache, KERNELS[kernel])
+              cache, KERNELS[kernel])
         seconds = time.perf_counter() - start
         meta_path = next((cache / "weights").glob(f"{model}-*.safetensors.json"))
         record = json.loads(meta_path.read_text())
