@@ -67,3 +67,29 @@ def test_training_budget_recipes_are_distinct_cheapest_first_and_end_at_the_prof
     assert budget.recipes(30, [0.75, 0.5, 1.0, 0.0]) == [15, 22, 30]  # fractions outside (0, 1) ignored
     assert budget.recipes(1, [0.5]) == [1]  # never zero epochs
     assert budget.profile_epochs("default", "point-transformer-student") >= 1
+
+
+def test_training_budget_records_each_recipe_against_the_profile_s(tmp_path, monkeypatch):
+    """The script's bookkeeping, with training stubbed: which base each model trains from, the
+    validation drop and seconds saved against the profile's recipe, the launch stamp."""
+    budget = _script("training_budget")
+    bases = []
+
+    def fake_train(base, epochs, kernel, profile, model):
+        bases.append((model, base.name))
+        return {"epochs": epochs, "val_accuracy": 0.5 + epochs / 100, "test_accuracy": 0.5, "best_epoch": epochs,
+                "val_by_epoch": [0.5], "seconds": 10.0 * epochs, "sha256": "x"}
+
+    monkeypatch.setattr(budget, "prepare_base", lambda base, source, profile: {"sha256": "c"})
+    monkeypatch.setattr(budget, "train", fake_train)
+    monkeypatch.setattr(budget, "profile_epochs", lambda profile, model: 6)
+    out = tmp_path / "budget.json"
+    assert budget.main(["--models", "clip,point-transformer-student", "--fractions", "0.5",
+                        "--cache-dir", str(tmp_path / "none"), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert bases == [("clip", "bare"), ("clip", "bare"), ("point-transformer-student", "with-clip"),
+                     ("point-transformer-student", "with-clip")]  # the CLIP trains from scratch; the others read it
+    clip = data["models"]["clip"]
+    assert clip["score"] == "zero-shot accuracy" and data["models"]["point-transformer-student"]["score"] == "accuracy"
+    assert [(r["epochs"], r["val_drop"], r["seconds_saved"]) for r in clip["runs"]] == [(3, 0.03, 30.0), (6, 0.0, 0.0)]
+    assert data["launched"] and data["fractions"] == [0.5]
