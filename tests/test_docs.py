@@ -452,3 +452,16 @@ def test_the_warm_floor_prices_the_warm_grid_at_the_measured_and_the_gflop_ratio
     assert "costs **15 s** at the measured ratios" in text and "would still cost **9 s**" in text
     assert "measured 7 s of classifying" in text and "goal of 180 s" in text
     assert "| slow | 4.00 | 2.00 | 12 | 6 |" in text and "broken" not in text
+    assert "arithmetic rate" not in text  # without restoration_profile.json
+    part = {"within_previous": False, "calls": 1}
+    profile = {"victim_seconds": 0.5, "victim_gflop": 50.0,  # 100 GFLOP/s
+               "defenses": {"slow": {"status": "ok", "parts": [
+                   {**part, "part": "wide", "gflop": 40.0, "total_seconds": 0.2},   # 200 GFLOP/s
+                   {**part, "part": "narrow", "gflop": 5.0, "total_seconds": 0.5},  # 10 GFLOP/s
+                   {**part, "part": "search", "gflop": 0.0, "total_seconds": 0.1},  # computes nothing: no rate
+                   {**part, "part": "of which", "gflop": 1.0, "total_seconds": 0.1, "within_previous": True}]}}}
+    (tmp_path / "benchmarks" / "restoration_profile.json").write_text(json.dumps(profile))
+    text = _rendered(tmp_path, "warm-floor")
+    assert "(slow: wide, 2.00x the victim's) every defense would classify the warm grid in 4 s" in text  # 9 s / 2
+    assert "| slow: wide | 200 | 2.00 |" in text and "| slow: narrow | 10 | 0.10 |" in text
+    assert "search" not in text and "of which" not in text

@@ -204,8 +204,9 @@ def end_to_end(root: Path) -> str:
 def warm_floor(root: Path) -> str:
     """How long the warm grid's classifying would take at each defense's GFLOP floor: the cells of
     ``end_to_end.json``'s "warm all" run priced with ``defense_cost.json``'s per-batch victim time
-    times each defense's measured ratio, and times its GFLOP ratio (at least 1): a bound on what
-    faster kernels alone could reach on this CPU."""
+    times each defense's measured ratio, and times its GFLOP ratio (at least 1), i.e. every defense
+    at the victim's arithmetic rate; with ``restoration_profile.json``, also at the fastest rate
+    any restoration part reached (a part may beat the victim's rate: wide layers)."""
     _, runs = _load(root, "end_to_end.json")
     _, cost = _load(root, "defense_cost.json")
     warm = (runs or {}).get("runs", {}).get("warm all")
@@ -234,6 +235,19 @@ def warm_floor(root: Path) -> str:
         + (f", against a goal of {goal} s for the whole run" if goal is not None else "") + ".",
         "", *markdown_table(rows),
     ]
+    _, profile = _load(root, "restoration_profile.json")
+    rates = [(part["gflop"] / part["total_seconds"], f"{name}: {part['part']}")
+             for name, d in ((profile or {}).get("defenses") or {}).items() if d.get("status") == "ok"
+             for part in d["parts"] if part["gflop"] > 0 and not part["within_previous"]]
+    if rates and profile.get("victim_seconds"):
+        victim_rate = profile["victim_gflop"] / profile["victim_seconds"]
+        best, what = max(rates)
+        lines += ["", f"The arithmetic rate of each restoration part that computes (`restoration_profile.json`, "
+                      f"one run; the victim there: {victim_rate:.0f} GFLOP/s). At the fastest part's rate "
+                      f"({what}, {best / victim_rate:.2f}x the victim's) every defense would classify the warm "
+                      f"grid in {floor * victim_rate / best:.0f} s.", "",
+                  *markdown_table([{"part": label, "GFLOP/s": f"{rate:.0f}", "x victim": f"{rate / victim_rate:.2f}"}
+                                   for rate, label in sorted(rates, reverse=True)])]
     return "\n".join(lines) + "\n"
 
 
