@@ -242,10 +242,10 @@ def warm_floor(root: Path) -> str:
     if rates and profile.get("victim_seconds"):
         victim_rate = profile["victim_gflop"] / profile["victim_seconds"]
         best, what = max(rates)
-        lines += ["", f"The arithmetic rate of each restoration part that computes (`restoration_profile.json`, "
-                      f"one run; the victim there: {victim_rate:.0f} GFLOP/s). At the fastest part's rate "
-                      f"({what}, {best / victim_rate:.2f}x the victim's) every defense would classify the warm "
-                      f"grid in {floor * victim_rate / best:.0f} s.", "",
+        lines += ["", (f"The arithmetic rate of each restoration part that computes (`restoration_profile.json`, "
+                       f"one run; the victim there: {victim_rate:.0f} GFLOP/s). At the fastest part's rate "
+                       f"({what}, {best / victim_rate:.2f}x the victim's) every defense would classify the warm "
+                       f"grid in {floor * victim_rate / best:.0f} s."), "",
                   *markdown_table([{"part": label, "GFLOP/s": f"{rate:.0f}", "x victim": f"{rate / victim_rate:.2f}"}
                                    for rate, label in sorted(rates, reverse=True)])]
     return "\n".join(lines) + "\n"
@@ -282,8 +282,8 @@ def training_budget(root: Path) -> str:
         drop, model, epochs = min(cheaper)
         full = sum(run["seconds"] for entry in data["models"].values() for run in entry["runs"]
                    if run["epochs"] == entry["profile_epochs"])
-        lines += ["", f"The cheaper recipe that lost least is {model} at {epochs} epochs ({-100 * drop:+.1f} points "
-                      f"of validation score); the profile's recipes took {full:.0f} s of training together here."]
+        lines += ["", (f"The cheaper recipe that lost least is {model} at {epochs} epochs ({-100 * drop:+.1f} points "
+                       f"of validation score); the profile's recipes took {full:.0f} s of training together here.")]
     return "\n".join(lines) + "\n"
 
 
