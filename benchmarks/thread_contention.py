@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hog-threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
     args = ap.parse_args(argv)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from benchmark.core.env import usable_cpus
+
+    cpus = usable_cpus()
     out: dict[str, Any] = {"what": "one bench step beside a CPU job, forced to all CPUs vs the launcher's choice",
                            "step": f"bench {args.step}", "cpus": cpus, "hog_threads": args.hog_threads,
                            "cpu": platform.machine(), "runs": {}}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import shutil
 import sys
@@ -68,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     fractions = [float(f) for f in args.fractions.split(",")]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from benchmark.core.env import usable_cpus
+
+    cores = usable_cpus()
     threads = args.threads or cores
     profile = ["--profile", args.profile, "--threads", str(threads)]
     from benchmark.cells import git_commit
@@ -104,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
             out["models"][model] = {"profile_epochs": full, "score": "zero-shot accuracy" if model == "clip"
                                     else "accuracy", "runs": runs}
             Path(args.out).write_text(json.dumps(out, indent=1) + "\n")  # each model's runs as they finish
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 

@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in kernels if k not in KERNELS]
     if unknown:
         ap.error(f"unknown kernel path(s) {unknown}; choose from {sorted(KERNELS)}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from benchmark.core.env import usable_cpus
+
+    cores = usable_cpus()
     threads = args.threads or cores
     profile = ["--profile", args.profile, "--threads", str(threads)]  # every bench call's common options
     from benchmark.cells import git_commit
